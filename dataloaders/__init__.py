@@ -1,0 +1,1 @@
+"""Video datasets for TCLR: split readers, decoding, clip sampling, augmentation, synthetic data."""

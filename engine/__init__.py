@@ -1,0 +1,1 @@
+"""Shared training machinery: distributed set-up, checkpoints, logging, schedules and the loops."""

@@ -1,0 +1,115 @@
+"""Atomic, safely loadable checkpoints.
+
+Every checkpoint this project writes holds plain tensors, numbers, strings, lists and dicts only,
+so it loads with ``torch.load(..., weights_only=True)``: opening a file never runs code from it.
+Writes go to a temporary file in the same folder, are flushed and fsync'ed, then renamed over the
+target: a kill at any moment leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.weights import CheckpointError, read_checkpoint
+
+FORMAT = "tclr-repro"
+FORMAT_VERSION = 1
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed; the previous file at the target path is untouched."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (temp file + fsync + rename).
+
+    Raises:
+        CheckpointWriteError: on any OSError (full disk, permissions); the message says which.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        why = ("the disk is full; free space or point --out-dir elsewhere"
+               if exc.errno == errno.ENOSPC else str(exc))
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {why}. "
+                                   f"The previous {path.name}, if any, is intact.") from exc
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems do not allow opening folders; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # fsync on a directory is unsupported on some filesystems; best effort only
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load one of this project's checkpoints safely (``weights_only=True``), on the CPU.
+
+    Raises:
+        CheckpointError: missing, truncated or unreadable file, or not this project's format.
+    """
+    ckpt = read_checkpoint(path, trust_checkpoint=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint written by this project "
+                              f"(no format={FORMAT!r}); to start from other weights use "
+                              "--checkpoint with the evaluation scripts")
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# RNG states as plain tensors (weights_only-loadable)
+# --------------------------------------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    """RNG states of Python, NumPy and torch (CPU and every CUDA device) as plain data."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """``<run_dir>/checkpoints/latest.pth`` if it exists."""
+    p = Path(run_dir) / "checkpoints" / "latest.pth"
+    return p if p.is_file() else None

@@ -1,0 +1,181 @@
+"""Pieces every job shares: run folder set-up, precision, data loaders, dataset preparation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+import config as config_mod
+from engine.distributed import DistInfo, barrier, init_distributed
+from engine.logging import JsonlLog, TensorBoard, banner, get_logger
+
+
+@dataclass
+class RunContext:
+    """Everything a job needs about where it runs and where it writes."""
+
+    cfg: Any
+    dist: DistInfo
+    run_dir: Path
+    logger: logging.Logger
+    tb: TensorBoard
+    jsonl: JsonlLog
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None) -> RunContext:
+    """Join the process group, create the run folder, write the config, print the banner."""
+    dist_info = init_distributed(cfg.device)
+    config_mod.finalize(cfg, world_size=dist_info.world_size)
+    run_dir = Path(cfg.out_dir)
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_mod.save_config(cfg, run_dir)
+    logger = get_logger("tclr", run_dir)
+    if dist_info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    banner(logger, job, config_mod.describe(cfg), dist_info.device, dist_info.world_size,
+           extra_banner)
+    return RunContext(cfg=cfg, dist=dist_info, run_dir=run_dir, logger=logger,
+                      tb=TensorBoard(run_dir / "tensorboard"), jsonl=JsonlLog(run_dir / "log.jsonl"))
+
+
+# --------------------------------------------------------------------------------------------
+# Precision
+# --------------------------------------------------------------------------------------------
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for a config's ``amp`` setting (None = float32). CPU always runs float32."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp in ("auto", "fp16"):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A grad scaler, enabled only for float16 autocast (bf16 and float32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+def ensure_dataset(cfg: Any, logger: logging.Logger) -> None:
+    """Generate the synthetic dataset if the config asks for it and it is absent (rank 0 only)."""
+    d = cfg.data
+    if d.dataset != "synthetic":
+        return
+    from engine.distributed import is_main_process
+    if is_main_process():
+        from dataloaders import synthetic
+        synthetic.generate(d.data_root, classes=d.synthetic_classes,
+                           videos_per_class=d.synthetic_videos_per_class, frames=d.synthetic_frames,
+                           width=d.synthetic_width, height=d.synthetic_height, seed=0,
+                           layout="ucf101", progress=cfg.progress)
+    barrier()
+
+
+def _worker_signals() -> None:
+    # Ctrl-C goes to the whole process group: workers ignore it so the main process can save a
+    # checkpoint before shutting them down. SIGTERM keeps its default (die): the main process
+    # notices a dead worker only when it is itself stopping, and then saves what is complete.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class _WorkerInit:
+    """Picklable worker_init_fn: signal policy plus the data package's per-worker seeding."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __call__(self, worker_id: int) -> None:
+        _worker_signals()
+        from dataloaders.datasets import worker_init_fn
+        worker_init_fn(worker_id)
+
+
+class SkipFirst(Sampler):
+    """Drop the first ``skip`` indices of the wrapped sampler (for exact mid-epoch resume)."""
+
+    def __init__(self, sampler: Sampler, skip: int = 0):
+        self.sampler = sampler
+        self.skip = skip
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for i, item in enumerate(self.sampler):
+            if i >= self.skip:
+                yield item
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+def make_loader(dataset: Dataset, cfg: Any, dist_info: DistInfo, *, train: bool,
+                collate_fn=None, batch_size: int | None = None) -> tuple[DataLoader, SkipFirst]:
+    """DataLoader over this process's shard of ``dataset``.
+
+    Training: shuffled with the run seed (DistributedSampler, also for one process, so the order is
+    a pure function of (seed, epoch)), items seeded per (seed, epoch, index), last partial batch
+    dropped so every step sees the full batch. Evaluation: no shuffle, no drop (every video once;
+    DistributedSampler padding is undone by the caller through video ids).
+
+    Returns:
+        (loader, sampler): call ``sampler.set_epoch(e)`` before each epoch and set
+        ``sampler.skip`` to resume mid-epoch.
+    """
+    from dataloaders.datasets import EpochSeededSampler
+    base = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                              shuffle=train, seed=cfg.seed, drop_last=train)
+    sampler = SkipFirst(EpochSeededSampler(base, cfg.seed) if train else base)
+    workers = cfg.data.num_workers
+    loader = DataLoader(
+        dataset, batch_size=batch_size or cfg.per_device_batch, sampler=sampler,
+        num_workers=workers, collate_fn=collate_fn, drop_last=train,
+        pin_memory=dist_info.device.type == "cuda", persistent_workers=train and workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_WorkerInit(cfg.seed) if workers > 0 else None,
+        multiprocessing_context=_mp_context() if workers > 0 else None)
+    return loader, sampler
+
+
+def _mp_context() -> str | None:
+    # fork is fastest and fine for CPU work; with CUDA initialised, forked workers must not touch
+    # CUDA (ours do not).
+    return "fork" if os.name == "posix" else None
+

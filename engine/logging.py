@@ -1,0 +1,118 @@
+"""Rank-aware logging: console logger, JSON-lines file, TensorBoard, start banner.
+
+Only rank 0 writes files; other ranks log warnings and errors to the console only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.distributed import get_rank
+
+_FMT = "%(asctime)s [%(levelname)s] %(message)s"
+
+
+def get_logger(name: str = "tclr", run_dir: str | os.PathLike | None = None) -> logging.Logger:
+    """A console logger (INFO on rank 0, WARNING elsewhere) that also writes run_dir/log.txt."""
+    logger = logging.getLogger(name)
+    rank = get_rank()
+    if not getattr(logger, "_tclr_configured", False):
+        logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+        handler = logging.StreamHandler(sys.stdout)
+        fmt = _FMT if rank == 0 else f"%(asctime)s [rank {rank} %(levelname)s] %(message)s"
+        handler.setFormatter(logging.Formatter(fmt, "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger._tclr_configured = True
+    if run_dir is not None and rank == 0:
+        path = str(Path(run_dir) / "log.txt")
+        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in logger.handlers):
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(path)
+            fh.setFormatter(logging.Formatter(_FMT))
+            logger.addHandler(fh)
+    return logger
+
+
+class JsonlLog:
+    """Appends one JSON object per line to ``path`` (rank 0 only)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.enabled = get_rank() == 0
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.numel() == 1 else obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+class TensorBoard:
+    """A SummaryWriter on rank 0; silent elsewhere."""
+
+    def __init__(self, log_dir: str | os.PathLike):
+        self.writer = None
+        if get_rank() == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            self.writer.add_scalar(prefix + key, float(value), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def git_revision() -> str:
+    """Short git revision of the code (with '+dirty' for uncommitted changes), or 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def banner(logger: logging.Logger, job: str, cfg_text: str, device: torch.device, world_size: int,
+           extra: dict[str, Any] | None = None) -> None:
+    """Log the start-of-run banner: code revision, versions, devices, world size, resolved config."""
+    lines = [f"=== {job} === {time.strftime('%Y-%m-%d %H:%M:%S')}",
+             f"git {git_revision()} | python {platform.python_version()} | torch {torch.__version__}",
+             f"device {device}" + (f" ({torch.cuda.get_device_name(device)})"
+                                  if device.type == "cuda" else "")
+             + f" | world size {world_size}"]
+    for key, value in (extra or {}).items():
+        lines.append(f"{key}: {value}")
+    lines.append("config:\n" + cfg_text)
+    logger.info("\n".join(lines))

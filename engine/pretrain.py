@@ -1,0 +1,416 @@
+"""TCLR pretraining: model/optimizer set-up, the epoch loop, checkpoints and resume.
+
+The release's recipe (TCLR_SPEC section 6) by default: Adam 1e-3, weight decay 1e-9, five warm-up
+epochs, lr /10 after 9 epochs without improvement of the epoch's mean loss, fp16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+import config as config_mod
+from config import PretrainConfig
+from engine import checkpoint as ckpt_io
+from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
+                           make_scaler, seed_everything, setup_run)
+from engine.distributed import all_gather_objects, all_reduce_sum, cleanup
+from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
+from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
+
+TERMS = ("total", "ic_global", "ic_local", "local_local", "global_local")
+
+
+# --------------------------------------------------------------------------------------------
+# Preemption: SIGTERM / SIGINT ask the loop to stop after the current step and save
+# --------------------------------------------------------------------------------------------
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the training loop checks it after every step."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: give up on the graceful path
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+# --------------------------------------------------------------------------------------------
+# State that a checkpoint carries besides model/optimizer/scaler
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    epoch: int = 0                 # epoch in progress (or the next one to start)
+    step_in_epoch: int = 0         # steps of `epoch` already done
+    global_step: int = 0
+    plateau: PlateauState = field(default_factory=PlateauState)
+    best_loss: float = math.inf
+    epoch_sums: list = field(default_factory=lambda: [0.0] * len(TERMS))  # partial epoch sums
+    epoch_failures: list = field(default_factory=list)  # [path, reason] of this epoch so far
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "plateau": self.plateau.state_dict(),
+                "best_loss": self.best_loss, "epoch_sums": list(self.epoch_sums),
+                "epoch_failures": [list(f) for f in self.epoch_failures]}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "TrainState":
+        return cls(epoch=int(d["epoch"]), step_in_epoch=int(d["step_in_epoch"]),
+                   global_step=int(d["global_step"]),
+                   plateau=PlateauState.from_state_dict(d["plateau"]),
+                   best_loss=float(d["best_loss"]), epoch_sums=list(d["epoch_sums"]),
+                   epoch_failures=[tuple(f) for f in d["epoch_failures"]])
+
+
+# --------------------------------------------------------------------------------------------
+# Model and checkpoints
+# --------------------------------------------------------------------------------------------
+
+def build_model(cfg: PretrainConfig) -> nn.Module:
+    """Backbone + projection head as a TCLRModel (not yet moved or wrapped)."""
+    from models import ProjectionHead, TCLRModel, build_backbone
+    backbone = build_backbone(cfg.backbone, width=cfg.width)
+    head = ProjectionHead(backbone.out_channels, out_dim=cfg.proj_dim)
+    return TCLRModel(backbone, head, fused=cfg.fused_forward)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def make_checkpoint(model: nn.Module, optimizer, scaler, state: TrainState,
+                    cfg: PretrainConfig, rng_states: list) -> dict:
+    return {
+        "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
+        "model": unwrap(model).state_dict(),
+        "meta": {"backbone": cfg.backbone, "width": cfg.width, "color": cfg.data.color,
+                 "kind": "pretrain", "clip_len": cfg.data.clip_len},
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        "train_state": state.state_dict(), "epoch": state.epoch, "step": state.global_step,
+        "config": config_mod.to_dict(cfg), "rng": rng_states,
+    }
+
+
+def resume_path(cfg: PretrainConfig) -> Path | None:
+    """The checkpoint to resume from: --resume auto -> latest in out_dir if any; a path -> it."""
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        return ckpt_io.latest_checkpoint(cfg.out_dir)
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise ckpt_io.CheckpointError(f"--resume {cfg.resume}: no such checkpoint file")
+    return path
+
+
+def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig,
+            rank: int) -> TrainState:
+    """Load a pretraining checkpoint into model/optimizer/scaler; return the training state."""
+    ckpt = ckpt_io.load_checkpoint(path)
+    meta = ckpt.get("meta", {})
+    if meta.get("kind") != "pretrain":
+        raise ckpt_io.CheckpointError(f"{path} is a {meta.get('kind')!r} checkpoint, not a "
+                                          "pretraining one; it cannot be resumed")
+    for key in ("backbone", "width"):
+        if meta.get(key) != getattr(cfg, key):
+            raise ckpt_io.CheckpointError(
+                f"{path} was written with {key}={meta.get(key)!r} but this run has "
+                f"{key}={getattr(cfg, key)!r}; pass the same --{key} or another --out-dir")
+    unwrap(model).load_state_dict(ckpt["model"], strict=True)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    rngs = ckpt.get("rng") or []
+    if rank < len(rngs):
+        ckpt_io.set_rng_state(rngs[rank])
+    return TrainState.from_state_dict(ckpt["train_state"])
+
+
+# --------------------------------------------------------------------------------------------
+# One step, one epoch
+# --------------------------------------------------------------------------------------------
+
+def batch_clips(batch: dict, device: torch.device, cfg: PretrainConfig) -> torch.Tensor:
+    """The batch's clips on ``device`` as float [B, V, 1+K, C, T, S, S].
+
+    With ``augment_on='device'`` the workers ship raw uint8 clips and the parameters they drew;
+    the augmentation runs here, batched, on the training device.
+    """
+    if "clips" in batch:
+        return batch["clips"].to(device, non_blocking=True)
+    from dataloaders.datasets import augment_pretrain_batch
+    return augment_pretrain_batch(batch, device, size=cfg.data.resolution, color=cfg.data.color)
+
+
+def _lr_for(cfg: PretrainConfig, state: TrainState, step_frac: float) -> float:
+    if cfg.schedule == "cosine":
+        return cosine_lr(state.epoch, step_frac, cfg.lr, cfg.warmup_factors, cfg.epochs)
+    return release_lr(state.epoch, cfg.lr, cfg.warmup_factors, state.plateau)
+
+
+@dataclass
+class EpochResult:
+    means: dict
+    steps: int
+    samples_per_s: float
+    data_wait: float
+    interrupted: bool
+
+
+def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler,
+                    state: TrainState, stop: StopFlag, save_fn) -> EpochResult:
+    """Run (the rest of) epoch ``state.epoch``; update ``state`` after every step."""
+    from losses import tclr_loss
+    cfg: PretrainConfig = ctx.cfg
+    device, dtype = ctx.device, amp_dtype(cfg.amp, ctx.device)
+    weights = config_mod.loss_weights(cfg)
+    steps_total = len(loader) + state.step_in_epoch
+    if cfg.max_steps_per_epoch:
+        steps_total = min(steps_total, cfg.max_steps_per_epoch)
+    model.train()
+    bar = tqdm(total=steps_total, initial=state.step_in_epoch, desc=f"epoch {state.epoch}",
+               disable=not (ctx.dist.is_main and cfg.progress), dynamic_ncols=True, leave=False)
+    wait_s = busy_s = 0.0
+    samples = 0
+    interrupted = False
+    t_last = time.perf_counter()
+    iterator = iter(loader)
+    while state.step_in_epoch < steps_total:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        except RuntimeError:
+            if stop.requested:   # a worker died from the same SIGTERM: stop with what is complete
+                interrupted = True
+                break
+            raise
+        t_data = time.perf_counter()
+        set_lr(optimizer, _lr_for(cfg, state, state.step_in_epoch / max(1, steps_total)))
+        clips = batch_clips(batch, device, cfg)                       # [B, V, 1+K, C, T, S, S]
+        with autocast(device, dtype):
+            sparse_global, sparse_local, dense_global = model(clips)
+        terms = tclr_loss(sparse_global, sparse_local, dense_global,
+                          temperature=cfg.temperature, weights=weights)
+        failures = batch.get("failures", [])
+        flags = torch.tensor([float(stop.requested),
+                              float(len(failures) > cfg.data.max_bad_fraction * clips.shape[0])])
+        values = torch.stack([terms[t].detach().float().reshape(()) for t in TERMS]).cpu()
+        reduced = all_reduce_sum(torch.cat([values, flags]).to(device)).cpu()
+        world = ctx.dist.world_size
+        mean_terms = (reduced[:len(TERMS)] / world).tolist()
+        if not all(math.isfinite(v) for v in mean_terms):
+            bad = {t: v for t, v in zip(TERMS, mean_terms) if not math.isfinite(v)}
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {state.epoch}, step {state.step_in_epoch} "
+                f"(global step {state.global_step}): {bad}; all terms: "
+                f"{dict(zip(TERMS, (round(v, 5) for v in mean_terms)))}. Nothing was saved from "
+                "this step; the last good checkpoint is intact. Try --amp bf16 or off, or a "
+                "lower --lr.")
+        if reduced[len(TERMS) + 1] > 0:
+            listing = "\n  ".join(f"{p}: {r}" for p, r in failures) or "(on another process)"
+            raise TooManyBadVideosError(
+                f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to decode at epoch "
+                f"{state.epoch}, step {state.step_in_epoch}:\n  {listing}\nRun "
+                f"`python -m dataloaders.check --dataset {cfg.data.dataset} --root "
+                f"{cfg.data.data_root}` to list every bad file.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms["total"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+        state.step_in_epoch += 1
+        state.global_step += 1
+        state.epoch_sums = [s + v for s, v in zip(state.epoch_sums, mean_terms)]
+        state.epoch_failures.extend(tuple(f) for f in failures)
+        samples += clips.shape[0] * world
+        now = time.perf_counter()
+        wait_s += t_data - t_last
+        busy_s += now - t_data
+        t_last = now
+        sps = samples / max(1e-9, wait_s + busy_s)
+        bar.set_postfix(loss=f"{mean_terms[0]:.3f}", sps=f"{sps:.1f}")
+        bar.update(1)
+        if ctx.dist.is_main and state.global_step % max(1, cfg.log_every_steps) == 0:
+            ctx.tb.scalars(dict(zip(TERMS, mean_terms)), state.global_step, "train/")
+            ctx.tb.scalars({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": sps,
+                            "data_wait_fraction": wait_s / max(1e-9, wait_s + busy_s)},
+                           state.global_step, "train/")
+        if reduced[len(TERMS)] > 0:
+            interrupted = True
+            break
+        if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
+            save_fn(("latest.pth",))
+    bar.close()
+    steps = max(1, state.step_in_epoch)
+    means = {t: s / steps for t, s in zip(TERMS, state.epoch_sums)}
+    total = wait_s + busy_s
+    return EpochResult(means=means, steps=state.step_in_epoch,
+                       samples_per_s=samples / max(1e-9, total),
+                       data_wait=wait_s / max(1e-9, total), interrupted=interrupted)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------
+
+def _prepare_model(cfg: PretrainConfig, ctx: RunContext) -> tuple[nn.Module, nn.Module]:
+    """(model to train, possibly wrapped; the plain module)."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(ctx.device)
+    if cfg.channels_last and ctx.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    if cfg.grad_checkpoint:
+        unwrap(model).backbone.grad_checkpoint = True
+    if ctx.dist.distributed:
+        if cfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    plain = unwrap(model)
+    if cfg.compile:
+        model = torch.compile(model)
+    return model, plain
+
+
+def _build_data(cfg: PretrainConfig, ctx: RunContext):
+    from dataloaders.datasets import TCLRPretrainDataset, collate_pretrain
+    from dataloaders.splits import build_video_list
+    ensure_dataset(cfg, ctx.logger)
+    d = cfg.data
+    videos, classes = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
+    dataset = TCLRPretrainDataset(
+        videos, clip_len=d.clip_len, sparse_stride=d.sparse_stride, num_local=d.num_local,
+        size=d.resolution, color=d.color, augment_on=d.augment_on, seed=cfg.seed)
+    if len(dataset) < cfg.batch_size:
+        raise TrainingError(f"the {d.dataset} train list under {d.data_root} has {len(dataset)} "
+                            f"videos, fewer than one global batch ({cfg.batch_size})")
+    loader, sampler = make_loader(dataset, cfg, ctx.dist, train=True, collate_fn=collate_pretrain)
+    return loader, sampler, len(videos), len(classes)
+
+
+def run(cfg: PretrainConfig) -> dict:
+    """Pretrain as configured; return a summary dict (also written to the JSON-lines log)."""
+    ctx = setup_run(cfg, "TCLR pretraining")
+    try:
+        return _run(cfg, ctx)
+    finally:
+        ctx.close()
+        cleanup()
+
+
+def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
+    loader, sampler, n_videos, n_classes = _build_data(cfg, ctx)
+    model, plain = _prepare_model(cfg, ctx)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = make_scaler(ctx.device, amp_dtype(cfg.amp, ctx.device))
+    state = TrainState()
+    start = resume_path(cfg)
+    if start is not None:
+        state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank)
+        ctx.logger.info(f"resumed from {start}: epoch {state.epoch}, step {state.step_in_epoch} "
+                        f"of it, global step {state.global_step}")
+    ctx.logger.info(f"{n_videos} training videos in {n_classes} classes; "
+                    f"{len(loader)} steps per epoch of {cfg.batch_size} videos "
+                    f"({cfg.per_device_batch} per process); "
+                    f"{sum(p.numel() for p in plain.parameters()):,} parameters")
+    ckpt_dir = ctx.run_dir / "checkpoints"
+
+    def save(names: tuple[str, ...]) -> None:
+        rngs = all_gather_objects(ckpt_io.rng_state())
+        if ctx.dist.is_main:
+            ckpt = make_checkpoint(model, optimizer, scaler, state, cfg, rngs)
+            for name in names:
+                ckpt_io.atomic_save(ckpt, ckpt_dir / name)
+
+    stop = StopFlag()
+    stop.install()
+    try:
+        while state.epoch < cfg.epochs:
+            sampler.set_epoch(state.epoch)
+            sampler.skip = state.step_in_epoch * cfg.per_device_batch
+            result = train_one_epoch(ctx, model, loader, optimizer, scaler, state, stop, save)
+            if result.interrupted:
+                save(("latest.pth",))
+                ctx.logger.warning(
+                    f"stopped by signal {stop.signum} at epoch {state.epoch}, step "
+                    f"{state.step_in_epoch}; saved {ckpt_dir / 'latest.pth'}. Continue with "
+                    f"--resume auto --out-dir {cfg.out_dir}")
+                return {"interrupted": True, "epoch": state.epoch, "step": state.global_step}
+            _end_epoch(ctx, state, result, optimizer, save)
+    finally:
+        stop.restore()
+    ctx.logger.info(f"pretraining finished after {state.epoch} epochs; checkpoints in {ckpt_dir}")
+    return {"interrupted": False, "epoch": state.epoch, "step": state.global_step,
+            "loss": state.plateau.history[-1] if state.plateau.history else None}
+
+
+def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimizer, save) -> None:
+    """Schedule update, epoch report, checkpoints, then move the state to the next epoch."""
+    cfg: PretrainConfig = ctx.cfg
+    failures = [f for per_rank in all_gather_objects(state.epoch_failures) for f in per_rank]
+    loss = result.means["total"]
+    epoch = state.epoch
+    state.plateau = plateau_update(state.plateau, loss, patience=cfg.plateau_patience,
+                                   factor=cfg.plateau_factor,
+                                   active=epoch + 1 >= len(cfg.warmup_factors))
+    improved = loss < state.best_loss
+    state.best_loss = min(state.best_loss, loss)
+    record = {"epoch": epoch, "step": state.global_step, "lr": optimizer.param_groups[0]["lr"],
+              **{f"loss_{t}": v for t, v in result.means.items()},
+              "samples_per_s": result.samples_per_s, "data_wait_fraction": result.data_wait,
+              "skipped_videos": len(failures), "skipped": [list(f) for f in failures],
+              "time": time.time()}
+    ctx.jsonl.write(record)
+    ctx.tb.scalars({f"loss_{t}": v for t, v in result.means.items()}, epoch, "epoch/")
+    ctx.tb.scalars({"skipped_videos": len(failures), "samples_per_s": result.samples_per_s,
+                    "data_wait_fraction": result.data_wait}, epoch, "epoch/")
+    ctx.logger.info(f"epoch {epoch}: loss {loss:.4f} ("
+                    + ", ".join(f"{t} {v:.4f}" for t, v in result.means.items() if t != "total")
+                    + f") lr {record['lr']:.2e} | {result.samples_per_s:.1f} samples/s, "
+                    f"data wait {result.data_wait:.0%}")
+    if failures:
+        ctx.logger.warning(f"epoch {epoch}: {len(failures)} videos failed to decode and were "
+                           "replaced by the next listed video:\n  "
+                           + "\n  ".join(f"{p}: {r}" for p, r in failures))
+    state.epoch += 1
+    state.step_in_epoch = 0
+    state.epoch_sums = [0.0] * len(TERMS)
+    state.epoch_failures = []
+    names = ["latest.pth"]
+    if improved:
+        names.append("best.pth")
+    if cfg.save_every_epochs and state.epoch % cfg.save_every_epochs == 0:
+        names.append(f"epoch_{state.epoch:04d}.pth")
+    save(tuple(names))

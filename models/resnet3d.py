@@ -1,0 +1,175 @@
+"""R3D-18 and R(2+1)D-18 trunks (Tran et al., "A Closer Look at Spatiotemporal Convolutions for
+Action Recognition", CVPR 2018) built from torchvision's own blocks, at any width, with TCLR's
+layer4 change (spec section 3).
+
+torchvision's VideoResNet hard-codes the widths 64-128-256-512, so the trunk here composes
+torchvision.models.video.resnet's BasicBlock / Conv3DSimple / Conv2Plus1D with the same
+`_make_layer` logic at `width`-2w-4w-8w. At width 64 every parameter and buffer name and shape
+equals torchvision's r3d_18 / r2plus1d_18 (without avgpool and fc) after the layer4 change, so
+torchvision-format and release weights load unchanged (tests/test_models.py checks this).
+
+The layer4 change (the release's `build_r3d_backbone`): the first block of layer4 no longer
+halves time. Its temporal convolution gets temporal stride 1 and temporal dilation 2 (padding 2
+keeps the length), and its downsample 1x1x1 conv gets stride (1, 2, 2). The kernels keep their
+shapes, so there are no extra parameters; the final map has T/4 timesteps instead of T/8.
+"""
+
+import torch
+import torch.nn as nn
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimple
+
+from .common import check_video_input, init_video_weights
+from .registry import register_backbone
+
+BLOCKS_PER_LAYER = (2, 2, 2, 2)  # ResNet-18
+R2PLUS1D_STEM_MID = 45  # torchvision's R2Plus1dStem: 3 -> 45 (1x7x7) -> 64 (3x1x1) at width 64
+
+
+def stem_3d(width: int) -> nn.Sequential:
+    """torchvision's BasicStem (3x7x7 conv, stride (1, 2, 2)) with `width` output channels.
+
+    Same module indices as torchvision: stem.0 conv, stem.1 BN, stem.2 ReLU.
+    """
+    return nn.Sequential(
+        nn.Conv3d(3, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+        nn.BatchNorm3d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
+def stem_2plus1d(width: int) -> nn.Sequential:
+    """torchvision's R2Plus1dStem (1x7x7 spatial then 3x1x1 temporal conv) at `width`.
+
+    The middle width is torchvision's 45 scaled by width / 64 (45 at width 64), and the module
+    indices are torchvision's: stem.0 conv, stem.1 BN, stem.2 ReLU, stem.3 conv, stem.4 BN, stem.5 ReLU.
+    """
+    mid = max(1, round(R2PLUS1D_STEM_MID * width / 64))
+    return nn.Sequential(
+        nn.Conv3d(3, mid, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+        nn.BatchNorm3d(mid),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(mid, width, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+        nn.BatchNorm3d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _time_dilated(conv: nn.Conv3d, dilation: int = 2) -> nn.Conv3d:
+    """A conv with the same kernel shape as `conv`, temporal stride 1 and temporal `dilation`.
+
+    The temporal padding is chosen so that the number of timesteps is kept
+    (dilation * (k_t - 1) / 2, i.e. 2 for the 3-tap kernels here).
+    """
+    k_t = conv.kernel_size[0]
+    return nn.Conv3d(
+        conv.in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=(1, conv.stride[1], conv.stride[2]),
+        padding=(dilation * (k_t - 1) // 2, conv.padding[1], conv.padding[2]),
+        dilation=(dilation, 1, 1),
+        bias=False,
+    )
+
+
+def keep_time_in_block(block: BasicBlock) -> None:
+    """Apply TCLR's layer4 change to a strided BasicBlock, in place.
+
+    R3D: conv1[0] (3x3x3) -> stride (1, 2, 2), padding (2, 1, 1), dilation (2, 1, 1).
+    R(2+1)D: the temporal conv conv1[0][3] (3x1x1) -> stride 1, padding (2, 0, 0), dilation (2, 1, 1);
+    its spatial conv conv1[0][0] keeps stride (1, 2, 2).
+    Both: downsample[0] (1x1x1) -> stride (1, 2, 2).
+    """
+    conv = block.conv1[0]
+    if isinstance(conv, Conv2Plus1D):
+        conv[3] = _time_dilated(conv[3])
+    else:
+        block.conv1[0] = _time_dilated(conv)
+    shortcut = block.downsample[0]
+    block.downsample[0] = nn.Conv3d(
+        shortcut.in_channels, shortcut.out_channels, kernel_size=1, stride=(1, 2, 2), bias=False
+    )
+
+
+class VideoResNetTrunk(nn.Module):
+    """ResNet-18 video trunk (stem, layer1..layer4; no avgpool, no fc) with T/4 output timesteps.
+
+    Args:
+        conv_builder: torchvision's Conv3DSimple (R3D) or Conv2Plus1D (R(2+1)D).
+        stem: the stem module, producing `width` channels.
+        width: base channels; the layers have width, 2w, 4w, 8w channels (64 = torchvision's).
+    """
+
+    def __init__(self, conv_builder: type, stem: nn.Module, width: int = 64):
+        super().__init__()
+        self.stem = stem
+        self._inplanes = width
+        self.layer1 = self._make_layer(conv_builder, width, BLOCKS_PER_LAYER[0], stride=1)
+        self.layer2 = self._make_layer(conv_builder, 2 * width, BLOCKS_PER_LAYER[1], stride=2)
+        self.layer3 = self._make_layer(conv_builder, 4 * width, BLOCKS_PER_LAYER[2], stride=2)
+        self.layer4 = self._make_layer(conv_builder, 8 * width, BLOCKS_PER_LAYER[3], stride=2)
+        keep_time_in_block(self.layer4[0])
+        self.out_channels = 8 * width
+        init_video_weights(self)
+
+    def _make_layer(self, conv_builder: type, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        """torchvision's VideoResNet._make_layer for BasicBlock (expansion 1)."""
+        downsample = None
+        if stride != 1 or self._inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv3d(
+                    self._inplanes,
+                    planes,
+                    kernel_size=1,
+                    stride=conv_builder.get_downsample_stride(stride),
+                    bias=False,
+                ),
+                nn.BatchNorm3d(planes),
+            )
+        layers = [BasicBlock(self._inplanes, planes, conv_builder, stride, downsample)]
+        self._inplanes = planes
+        layers += [BasicBlock(planes, planes, conv_builder) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled final feature map.
+
+        Args:
+            x: clips [B, 3, T, H, W].
+
+        Returns:
+            [B, out_channels, T/4, H/16, W/16] (sizes rounded as the strided convs round them).
+        """
+        check_video_input(x, type(self).__name__)
+        x = self.stem(x)  # [B, w, T, H/2, W/2]
+        x = self.layer1(x)  # [B, w, T, H/2, W/2]
+        x = self.layer2(x)  # [B, 2w, T/2, H/4, W/4]
+        x = self.layer3(x)  # [B, 4w, T/4, H/8, W/8]
+        return self.layer4(x)  # [B, 8w, T/4, H/16, W/16]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Final feature map averaged over space only.
+
+        Args:
+            x: clips [B, 3, T, H, W].
+
+        Returns:
+            [B, out_channels, T/4].
+        """
+        return self.feature_map(x).mean(dim=(3, 4))  # [B, C, T/4]
+
+
+@register_backbone("r3d18")
+def r3d18(width: int = 64) -> VideoResNetTrunk:
+    """R3D-18 (torchvision's r3d_18 trunk + TCLR's layer4 change); 33,166,272 parameters at width 64."""
+    return VideoResNetTrunk(Conv3DSimple, stem_3d(width), width)
+
+
+@register_backbone("r2plus1d18")
+def r2plus1d18(width: int = 64) -> VideoResNetTrunk:
+    """R(2+1)D-18 (torchvision's r2plus1d_18 trunk + TCLR's layer4 change).
+
+    The (2+1)D blocks keep torchvision's middle-width formula
+    midplanes = (in * out * 27) // (in * 9 + 3 * out), which scales linearly with width.
+    """
+    return VideoResNetTrunk(Conv2Plus1D, stem_2plus1d(width), width)
