@@ -149,6 +149,9 @@ class ClassifyConfig(RunConfig):
                     choices=("val", "last", "best_test"))
     label_fraction: float = F(1.0, "fraction of labelled train videos used, stratified per class")
     eval_every_epochs: int = F(1, "evaluate on the validation videos every N epochs")
+    val_clips: int = F(0, "clips per validation video (0 = num_test_clips: the test protocol)")
+    eval_batch_size: int = F(0, "videos per evaluation batch per process (0 = per-process batch "
+                                "divided by the clips per video, at least 1)")
 
 
 @dataclass
@@ -184,6 +187,9 @@ class RetrievalConfig(RunConfig):
     ks: tuple = F((1, 5, 10, 20, 50), "k values of Recall@k")
     cache_dir: str = F("", "feature cache folder (empty = <out_dir>/features)")
     num_grid_queries: int = F(8, "queries shown in the retrieval picture grid")
+    grid_topk: int = F(5, "nearest gallery videos shown per query in the picture grid")
+    embedding_points: int = F(1000, "test videos sent to TensorBoard's embedding projector "
+                                    "(evenly subsampled; 0 = none)")
 
 
 JOBS: dict[str, type] = {
@@ -498,6 +504,9 @@ def finalize(cfg: Any, world_size: int = 1):
         _require(cfg.num_clips >= 1, "config key 'num_clips': must be >= 1")
         _require(len(cfg.ks) > 0 and all(isinstance(k, int) and k >= 1 for k in cfg.ks),
                  f"config key 'ks': expected positive integers, got {cfg.ks}")
+        _require(cfg.grid_topk >= 1, "config key 'grid_topk': must be >= 1")
+        _require(cfg.num_grid_queries >= 0, "config key 'num_grid_queries': must be >= 0")
+        _require(cfg.embedding_points >= 0, "config key 'embedding_points': must be >= 0")
     return cfg
 
 
@@ -523,6 +532,11 @@ def _finalize_classify(cfg: ClassifyConfig) -> None:
     _require(cfg.num_test_clips >= 1, "config key 'num_test_clips': must be >= 1")
     _require(not (cfg.select == "val" and cfg.val_fraction == 0),
              "config key 'select': 'val' needs val_fraction > 0 (or use --select last)")
+    _require(cfg.val_clips >= 0, "config key 'val_clips': must be >= 0")
+    _require(cfg.eval_batch_size >= 0, "config key 'eval_batch_size': must be >= 0")
+    _require(cfg.eval_every_epochs >= 1, "config key 'eval_every_epochs': must be >= 1")
+    _require(cfg.plateau_patience >= 1, "config key 'plateau_patience': must be >= 1")
+    _require(0.0 <= getattr(cfg, "dropout", 0.0) < 1.0, "config key 'dropout': must be within [0, 1)")
 
 
 def loss_weights(cfg: PretrainConfig) -> dict[str, float]:

@@ -10,11 +10,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is the whole story for the user."""
     from config import ConfigError
     from dataloaders.splits import DatasetError
+    from dataloaders.synthetic import SyntheticDatasetError
     from dataloaders.video import VideoDecodeError
     from engine.checkpoint import CheckpointError, CheckpointWriteError
     from engine.errors import TrainingError
     return (ConfigError, DatasetError, VideoDecodeError, CheckpointError, CheckpointWriteError,
-            TrainingError)
+            TrainingError, SyntheticDatasetError)
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -92,17 +92,32 @@ def make_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.Gr
 # --------------------------------------------------------------------------------------------
 
 def ensure_dataset(cfg: Any, logger: logging.Logger) -> None:
-    """Generate the synthetic dataset if the config asks for it and it is absent (rank 0 only)."""
+    """Generate the synthetic dataset if the config asks for it and it is absent (rank 0 only).
+
+    A complete synthetic dataset already at ``data_root`` is used as it is; when its generation
+    arguments differ from the config's ``synthetic_*`` values the log says so (regenerate with
+    ``python -m dataloaders.synthetic --overwrite`` to change it).
+    """
     d = cfg.data
     if d.dataset != "synthetic":
         return
     from engine.distributed import is_main_process
     if is_main_process():
         from dataloaders import synthetic
-        synthetic.generate(d.data_root, classes=d.synthetic_classes,
-                           videos_per_class=d.synthetic_videos_per_class, frames=d.synthetic_frames,
-                           width=d.synthetic_width, height=d.synthetic_height, seed=0,
-                           layout="ucf101", progress=cfg.progress)
+        wanted = {"classes": d.synthetic_classes, "videos_per_class": d.synthetic_videos_per_class,
+                  "frames": d.synthetic_frames, "width": d.synthetic_width,
+                  "height": d.synthetic_height}
+        manifest = Path(d.data_root) / synthetic.MANIFEST_NAME
+        if manifest.is_file() and synthetic.read_manifest(d.data_root).get("complete"):
+            have = synthetic.read_manifest(d.data_root)["arguments"]
+            differ = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+            if differ:
+                logger.warning(f"using the synthetic dataset already in {d.data_root}; it differs "
+                               f"from the synthetic_* settings (have -> asked): {differ}")
+        else:
+            logger.info(f"generating the synthetic dataset in {d.data_root}")
+            synthetic.generate(d.data_root, seed=0, layout="ucf101", progress=cfg.progress,
+                               **wanted)
     barrier()
 
 
@@ -122,8 +137,8 @@ class _WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         _worker_signals()
-        from dataloaders.datasets import worker_init_fn
-        worker_init_fn(worker_id)
+        from dataloaders.datasets import seed_worker
+        seed_worker(worker_id)
 
 
 class SkipFirst(Sampler):

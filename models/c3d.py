@@ -21,11 +21,13 @@ average of `forward` takes its place), so time is halved exactly twice: T -> T/4
 names: conv1.weight, bn1.{weight,bias,running_mean,...}, conv2.weight, ..., conv5b.weight, bn5b.*.
 """
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import check_video_input, init_video_weights
+from .common import check_video_input, checkpoint_stage, checkpointing_active, init_video_weights
 from .registry import register_backbone
 
 # (layer suffix, out channels as a multiple of width, max-pool kernel = stride after it or None)
@@ -39,6 +41,8 @@ C3D_LAYOUT = (
     ("5a", 8, None),
     ("5b", 8, None),
 )
+# Activation-checkpointing segments: the convs sharing a number (conv3a, conv3b, pool3 = stage "3")
+C3D_STAGES = tuple(dict.fromkeys(suffix[0] for suffix, _, _ in C3D_LAYOUT))  # ("1", ..., "5")
 
 
 class C3D(nn.Module):
@@ -46,6 +50,12 @@ class C3D(nn.Module):
 
     Args:
         width: base channels (64 = the paper's C3D); out_channels = 8 * width.
+
+    Attributes:
+        grad_checkpoint: when True (default False), training-mode forwards with autograd on run each
+            of the five stages (C3D_STAGES: conv1+pool1, conv2+pool2, conv3a+conv3b+pool3, ...)
+            under activation checkpointing (models.common.checkpoint_stage). Same outputs, gradients
+            and BatchNorm running statistics; less memory, more compute.
     """
 
     def __init__(self, width: int = 64):
@@ -59,6 +69,7 @@ class C3D(nn.Module):
                 self.add_module(f"pool{suffix[0]}", nn.MaxPool3d(kernel_size=pool, stride=pool))
             in_channels = out_channels
         self.out_channels = in_channels
+        self.grad_checkpoint = False
         init_video_weights(self)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +82,17 @@ class C3D(nn.Module):
             [B, out_channels, T/4, H/16, W/16] (floor division at each pool).
         """
         check_video_input(x, "C3D")
+        checkpointed = checkpointing_active(self)
+        for stage in C3D_STAGES:
+            run = functools.partial(self._stage, stage)
+            x = checkpoint_stage(run, x, owner=self) if checkpointed else run(x)
+        return x  # [B, 8w, T/4, H/16, W/16]
+
+    def _stage(self, stage: str, x: torch.Tensor) -> torch.Tensor:
+        """The conv-BN-ReLU layers (and the pool) whose names start with conv<stage>."""
         for suffix, _, pool in C3D_LAYOUT:
+            if suffix[0] != stage:
+                continue
             x = F.relu(getattr(self, f"bn{suffix}")(getattr(self, f"conv{suffix}")(x)), inplace=True)
             if pool is not None:
                 x = getattr(self, f"pool{suffix[0]}")(x)

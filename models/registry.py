@@ -30,7 +30,8 @@ def build_backbone(name: str, width: int = 64, **options) -> nn.Module:
 
     Returns:
         nn.Module mapping x [B, 3, T, H, W] -> [B, out_channels, T/4]; it carries the attributes
-        `out_channels`, `name` and `width`.
+        `out_channels`, `name`, `width` and `grad_checkpoint` (False; set True for activation
+        checkpointing of its stages in training, see models.common.checkpoint_stage).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}")

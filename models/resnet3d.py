@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimple
 
-from .common import check_video_input, init_video_weights
+from .common import check_video_input, checkpoint_stage, checkpointing_active, init_video_weights
 from .registry import register_backbone
 
 BLOCKS_PER_LAYER = (2, 2, 2, 2)  # ResNet-18
@@ -98,6 +98,12 @@ class VideoResNetTrunk(nn.Module):
         conv_builder: torchvision's Conv3DSimple (R3D) or Conv2Plus1D (R(2+1)D).
         stem: the stem module, producing `width` channels.
         width: base channels; the layers have width, 2w, 4w, 8w channels (64 = torchvision's).
+
+    Attributes:
+        grad_checkpoint: when True (default False), training-mode forwards with autograd on run the
+            stem and each of layer1..layer4 under activation checkpointing (models.common
+            .checkpoint_stage): only the stage inputs are kept, the rest is recomputed in backward.
+            Same outputs, gradients and BatchNorm running statistics; less memory, more compute.
     """
 
     def __init__(self, conv_builder: type, stem: nn.Module, width: int = 64):
@@ -110,6 +116,7 @@ class VideoResNetTrunk(nn.Module):
         self.layer4 = self._make_layer(conv_builder, 8 * width, BLOCKS_PER_LAYER[3], stride=2)
         keep_time_in_block(self.layer4[0])
         self.out_channels = 8 * width
+        self.grad_checkpoint = False
         init_video_weights(self)
 
     def _make_layer(self, conv_builder: type, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -141,11 +148,17 @@ class VideoResNetTrunk(nn.Module):
             [B, out_channels, T/4, H/16, W/16] (sizes rounded as the strided convs round them).
         """
         check_video_input(x, type(self).__name__)
-        x = self.stem(x)  # [B, w, T, H/2, W/2]
-        x = self.layer1(x)  # [B, w, T, H/2, W/2]
-        x = self.layer2(x)  # [B, 2w, T/2, H/4, W/4]
-        x = self.layer3(x)  # [B, 4w, T/4, H/8, W/8]
-        return self.layer4(x)  # [B, 8w, T/4, H/16, W/16]
+        x = self._stage(self.stem, x)  # [B, w, T, H/2, W/2]
+        x = self._stage(self.layer1, x)  # [B, w, T, H/2, W/2]
+        x = self._stage(self.layer2, x)  # [B, 2w, T/2, H/4, W/4]
+        x = self._stage(self.layer3, x)  # [B, 4w, T/4, H/8, W/8]
+        return self._stage(self.layer4, x)  # [B, 8w, T/4, H/16, W/16]
+
+    def _stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """stage(x), under activation checkpointing when `grad_checkpoint` asks for it."""
+        if checkpointing_active(self):
+            return checkpoint_stage(stage, x, owner=stage)
+        return stage(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Final feature map averaged over space only.

@@ -13,6 +13,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# Tiny convolutions run fastest on one thread, and subprocesses inherit the limit.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _one_thread() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+_one_thread()
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run tests marked slow (minutes each)")

@@ -1,6 +1,7 @@
 """Tests for models/: backbones, projection head, TCLR model and weight loading (CPU, tiny inputs)."""
 
 import argparse
+import copy
 
 import pytest
 import torch
@@ -278,3 +279,94 @@ def test_unreadable_files_fail_clearly(tmp_path):
     with pytest.raises(CheckpointError, match="not found") as info:
         load_backbone_weights(build_backbone("c3d", width=SMALL_WIDTH), tmp_path / "absent.pth")
     assert "absent.pth" in str(info.value)
+
+
+# ------------------------------------------------------ activation checkpointing, memory format
+
+
+def _train_step(model: nn.Module, clips: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Forward every clip batch (like TCLRModel's per-group passes), one backward; (loss, grads)."""
+    model.train()
+    gen = torch.Generator().manual_seed(1)
+    loss = 0.0
+    for x in clips:
+        out = model(x)  # [B, C, T']
+        loss = loss + (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum()
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_grad_checkpoint_same_loss_gradients_and_running_stats(name):
+    torch.manual_seed(0)
+    plain = build_backbone(name, width=SMALL_WIDTH).double()
+    assert plain.grad_checkpoint is False
+    ckpt = copy.deepcopy(plain)
+    ckpt.grad_checkpoint = True
+    clips = [torch.rand(2, 3, 8, 16, 16, dtype=torch.float64) for _ in range(2)]
+
+    first_bn = next(m for m in ckpt.modules() if isinstance(m, nn.BatchNorm3d))
+    calls = []
+    first_bn.register_forward_pre_hook(lambda *_: calls.append(1))
+    loss_plain, grads_plain = _train_step(plain, clips)
+    loss_ckpt, grads_ckpt = _train_step(ckpt, clips)
+    assert len(calls) == 2 * len(clips)  # the stage really was recomputed in backward
+
+    torch.testing.assert_close(loss_ckpt, loss_plain, rtol=1e-12, atol=1e-12)
+    for pname, grad in grads_plain.items():
+        torch.testing.assert_close(grads_ckpt[pname], grad, rtol=1e-10, atol=1e-12, msg=pname)
+    state_plain, state_ckpt = plain.state_dict(), ckpt.state_dict()
+    for key, value in state_plain.items():  # running_mean/var moved once per forward, counters equal
+        torch.testing.assert_close(state_ckpt[key], value, rtol=1e-12, atol=1e-12, msg=key)
+    assert first_bn.num_batches_tracked.item() == len(clips)
+
+
+def test_grad_checkpoint_inactive_in_eval_and_no_grad():
+    backbone = build_backbone("c3d", width=SMALL_WIDTH)
+    backbone.grad_checkpoint = True
+    calls = []
+    backbone.bn1.register_forward_pre_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        backbone.train()(torch.rand(1, 3, 8, 16, 16))
+    backbone.eval()(torch.rand(1, 3, 8, 16, 16)).sum().backward()
+    assert len(calls) == 2 and backbone.bn1.num_batches_tracked.item() == 1
+
+
+def test_grad_checkpoint_in_tclr_model_same_loss_and_gradients():
+    from losses import tclr_loss
+
+    torch.manual_seed(0)
+    backbone = build_backbone("c3d", width=SMALL_WIDTH)
+    plain = TCLRModel(backbone, ProjectionHead(backbone.out_channels)).double()
+    ckpt = copy.deepcopy(plain)
+    ckpt.backbone.grad_checkpoint = True
+    clips = torch.rand(2, 2, 3, 3, 8, 16, 16, dtype=torch.float64)  # [B, V, 1+K, C, T, H, W], K = 2
+    losses = []
+    for model in (plain, ckpt):
+        loss = tclr_loss(*model.train()(clips))["total"]
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-12, atol=1e-12)
+    for (pname, p_plain), p_ckpt in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(p_ckpt.grad, p_plain.grad, rtol=1e-10, atol=1e-12, msg=pname)
+    for (key, b_plain), b_ckpt in zip(plain.named_buffers(), ckpt.buffers()):
+        torch.testing.assert_close(b_ckpt, b_plain, rtol=1e-12, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_channels_last_3d_gives_the_same_output(name):
+    torch.manual_seed(0)
+    contiguous = build_backbone(name, width=SMALL_WIDTH).double()
+    _randomise_bn_stats(contiguous)
+    channels_last = copy.deepcopy(contiguous).to(memory_format=torch.channels_last_3d)
+    first_conv = next(m for m in channels_last.modules() if isinstance(m, nn.Conv3d))
+    assert first_conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.rand(2, 3, 8, 16, 16, dtype=torch.float64)
+    x_cl = x.to(memory_format=torch.channels_last_3d)
+    for train in (False, True):
+        contiguous.train(train)
+        channels_last.train(train)
+        with torch.no_grad():
+            expected = contiguous(x)
+            for inp in (x, x_cl):
+                torch.testing.assert_close(channels_last(inp), expected, rtol=1e-10, atol=1e-12)

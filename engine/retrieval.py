@@ -1,0 +1,338 @@
+"""Nearest-neighbour video retrieval (TCLR_SPEC section 7).
+
+Protocol: a video's feature is the backbone's feature map [C, T'] flattened to C*T' (2048 for the
+paper's backbones), averaged over ``num_clips`` (9) evenly spaced clips (16 frames at stride 2,
+centre crop 0.8, no flip), then L2-normalised. Test videos query the train gallery by cosine
+similarity; Recall@k counts a query as a hit when any of its k nearest gallery videos has its
+class. The backbone runs in eval mode (BatchNorm running statistics).
+
+Features are cached on disk under a key that names everything they depend on (checkpoint file
+identity, architecture, dataset, split, subset and list of videos, clip protocol, channel order,
+precision), so re-running with other k values does no forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from config import RetrievalConfig
+from engine import checkpoint as ckpt_io
+from engine import metrics
+from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
+                           seed_everything, setup_run)
+from engine.distributed import all_gather_objects, barrier, cleanup
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class FeatureSet:
+    """L2-normalised per-video features of one subset, in the order of its video list."""
+
+    features: torch.Tensor      # [N, C*T'] float32
+    labels: torch.Tensor        # [N]
+    paths: list                 # [N] absolute video paths
+    from_cache: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+def video_features(backbone: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    """Retrieval features of a batch of videos.
+
+    Args:
+        backbone: maps [N, 3, T, S, S] -> feature map [N, C, T'].
+        clips: [B, K, 3, T, S, S], K clips per video.
+    Returns:
+        [B, C*T'] float32: per-clip flattened feature maps averaged over the K clips, L2-normalised.
+    """
+    b, k = clips.shape[:2]
+    fmap = backbone(clips.flatten(0, 1))                       # [B*K, C, T']
+    flat = fmap.float().flatten(1).view(b, k, -1)              # [B, K, C*T']
+    return metrics.l2_normalize(flat.mean(dim=1))              # [B, C*T']
+
+
+@torch.no_grad()
+def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every video of ``loader``'s dataset, each exactly once.
+
+    Every process handles its DistributedSampler shard; the rows are gathered by video id (the
+    sampler's padding repeats a few videos; the repeats are dropped).
+
+    Returns:
+        (features [N, D], labels [N]) in dataset order, identical on every process.
+    Raises:
+        RuntimeError: if a video of the dataset was not seen by any process.
+    """
+    cfg = ctx.cfg
+    device, dtype = ctx.device, amp_dtype(cfg.amp, ctx.device)
+    backbone.eval()
+    rows: dict[int, tuple[torch.Tensor, int]] = {}
+    bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
+               disable=not (ctx.dist.is_main and cfg.progress))
+    for batch in bar:
+        clips = batch["clips"].to(device, non_blocking=True)         # [B, K, 3, T, S, S]
+        with autocast(device, dtype):
+            feats = video_features(backbone, clips).cpu()            # [B, D]
+        for vid, f, y in zip(batch["video_id"].tolist(), feats, batch["label"].tolist()):
+            rows.setdefault(int(vid), (f, int(y)))
+    merged: dict[int, tuple[torch.Tensor, int]] = {}
+    for part in all_gather_objects(rows):
+        for vid, row in part.items():
+            merged.setdefault(vid, row)
+    n = len(loader.dataset)
+    absent = sorted(set(range(n)) - set(merged))
+    if absent:
+        raise RuntimeError(f"{desc}: {len(absent)} of {n} videos were not processed "
+                           f"(first ids {absent[:5]}); this is a bug in the sharding")
+    features = torch.stack([merged[i][0] for i in range(n)])          # [N, D]
+    labels = torch.tensor([merged[i][1] for i in range(n)], dtype=torch.long)
+    return features, labels
+
+
+# --------------------------------------------------------------------------------------------
+# Feature cache
+# --------------------------------------------------------------------------------------------
+
+def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
+    """What identifies the weights: the checkpoint file (resolved path, size, mtime) or, for
+    random initialisation, the seed that drew them."""
+    if not cfg.checkpoint:
+        return {"init": "random", "seed": cfg.seed}
+    p = Path(cfg.checkpoint).resolve()
+    if not p.is_file():
+        raise ckpt_io.CheckpointReadError(f"--checkpoint {cfg.checkpoint}: no such file")
+    st = p.stat()
+    return {"init": "checkpoint", "path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cache_key(cfg: RetrievalConfig, subset: str, videos: list, device: torch.device
+              ) -> dict[str, Any]:
+    """Everything a subset's features depend on, as a JSON-able dict."""
+    d = cfg.data
+    listing = hashlib.sha256("\n".join(f"{p}\t{y}" for p, y in videos).encode()).hexdigest()
+    dtype = amp_dtype(cfg.amp, device)
+    return {
+        "version": CACHE_VERSION, "weights": checkpoint_identity(cfg),
+        "backbone": cfg.backbone, "width": cfg.width,
+        "dataset": d.dataset, "data_root": str(Path(d.data_root).resolve()), "split": d.split,
+        "subset": subset, "videos_sha256": listing, "num_videos": len(videos),
+        "num_clips": cfg.num_clips, "clip_len": d.clip_len, "stride": d.train_stride,
+        "resolution": d.resolution, "color": d.color, "crop": 0.8, "flip": False,
+        "precision": str(dtype) if dtype is not None else "float32",
+    }
+
+
+def cache_file(cfg: RetrievalConfig, key: dict[str, Any]) -> Path:
+    """<cache_dir>/<subset>-<hash of the key>.pt."""
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "features"
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return folder / f"{key['subset']}-{digest}.pt"
+
+
+def load_cached(path: Path, key: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(features, labels) from a cache file whose stored key equals ``key``; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError):
+        return None              # a damaged cache file is recomputed, never trusted
+    if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key)):
+        return None
+    return data["features"], data["labels"]
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+class _LazyBackbone:
+    """Builds and loads the backbone only when some features are not cached."""
+
+    def __init__(self, cfg: RetrievalConfig, ctx: RunContext):
+        self.cfg, self.ctx = cfg, ctx
+        self.module: nn.Module | None = None
+        self.init: dict[str, Any] | None = None
+
+    def get(self) -> nn.Module:
+        if self.module is None:
+            from engine.classify import init_backbone
+            from models import build_backbone
+            seed_everything(self.cfg.seed)
+            backbone = build_backbone(self.cfg.backbone, width=self.cfg.width)
+            self.init = init_backbone(backbone, self.cfg, self.ctx.logger)
+            self.module = backbone.to(self.ctx.device).eval()
+        return self.module
+
+
+def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, subset: str,
+                    videos: list) -> FeatureSet:
+    """Features of one subset, from the cache when its key matches, else computed and cached."""
+    from dataloaders import datasets as ds
+    key = cache_key(cfg, subset, videos, ctx.device)
+    path = cache_file(cfg, key)
+    cached = load_cached(path, key)
+    if cached is not None:
+        ctx.logger.info(f"{subset}: loaded cached features {path}")
+        return FeatureSet(cached[0], cached[1], [p for p, _ in videos], from_cache=True)
+    d = cfg.data
+    dataset = ds.MultiClipDataset(videos, num_clips=cfg.num_clips, clip_len=d.clip_len,
+                                  stride=d.train_stride, size=d.resolution, color=d.color,
+                                  crop=0.8, flip=False)
+    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False, collate_fn=ds.collate_multiclip,
+                            batch_size=cfg.per_device_batch)
+    t0 = time.time()
+    features, labels = extract_features(ctx, lazy.get(), loader, f"features {subset}")
+    ctx.logger.info(f"{subset}: extracted features of {len(videos)} videos x {cfg.num_clips} clips "
+                    f"in {time.time() - t0:.1f} s -> {path}")
+    if ctx.dist.is_main:
+        ckpt_io.atomic_save({"key": key, "features": features, "labels": labels}, path)
+    barrier()
+    return FeatureSet(features, labels, [p for p, _ in videos])
+
+
+def run(cfg: RetrievalConfig) -> dict:
+    """Retrieval as configured; returns the results dict (also results.json)."""
+    ctx = setup_run(cfg, "nearest-neighbour retrieval")
+    try:
+        return _run(cfg, ctx)
+    finally:
+        ctx.close()
+        cleanup()
+
+
+def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
+    from dataloaders.splits import build_video_list
+    ensure_dataset(cfg, ctx.logger)
+    d = cfg.data
+    gallery_videos, class_names = build_video_list(d.dataset, d.data_root, split=d.split,
+                                                   subset="train")
+    query_videos, _ = build_video_list(d.dataset, d.data_root, split=d.split, subset="test")
+    lazy = _LazyBackbone(cfg, ctx)
+    gallery = subset_features(cfg, ctx, lazy, "train", gallery_videos)
+    queries = subset_features(cfg, ctx, lazy, "test", query_videos)
+    recalls, neighbours, notes = metrics.recall_at_k(queries.features, queries.labels,
+                                                     gallery.features, gallery.labels, cfg.ks)
+    results = build_results(cfg, recalls, queries, gallery, notes)
+    if ctx.dist.is_main:
+        write_outputs(ctx, results, queries, gallery, class_names)
+    return results
+
+
+def protocol_text(cfg: RetrievalConfig) -> str:
+    d = cfg.data
+    return (f"nearest-neighbour retrieval: backbone feature map [C, T'] flattened, averaged over "
+            f"{cfg.num_clips} clips/video ({d.clip_len} frames stride {d.train_stride}, centre "
+            f"crop 0.8 -> {d.resolution}px, no flip), L2-normalised; test videos query the train "
+            "gallery by cosine similarity; Recall@k = any of the k nearest has the query's class")
+
+
+def build_results(cfg: RetrievalConfig, recalls: dict[int, float], queries: FeatureSet,
+                  gallery: FeatureSet, notes: list[str]) -> dict:
+    d = cfg.data
+    ident = checkpoint_identity(cfg)
+    results: dict[str, Any] = {"job": "retrieval"}
+    results.update({f"recall@{k}": v for k, v in recalls.items()})
+    results.update({
+        "num_queries": int(queries.features.shape[0]),
+        "num_gallery": int(gallery.features.shape[0]),
+        "protocol": protocol_text(cfg), "checkpoint": cfg.checkpoint or None,
+        "init": ident["init"], "dataset": d.dataset, "data_root": d.data_root, "split": d.split,
+        "seed": cfg.seed, "backbone": cfg.backbone, "width": cfg.width, "color": d.color,
+        "resolution": d.resolution, "num_clips": cfg.num_clips,
+        "feature_dim": int(queries.features.shape[1]),
+        "features_from_cache": bool(queries.from_cache and gallery.from_cache),
+        "notes": notes,
+    })
+    return results
+
+
+def summary_line(results: dict, ks) -> str:
+    recalls = " ".join(f"R@{k} {results[f'recall@{k}']:.2f}%" for k in ks)
+    return (f"retrieval | {results['dataset']} split {results['split']} | init {results['init']}"
+            f"{' ' + results['checkpoint'] if results['checkpoint'] else ''} | {recalls} | "
+            f"{results['num_queries']} queries vs {results['num_gallery']} gallery videos")
+
+
+def write_outputs(ctx: RunContext, results: dict, queries: FeatureSet, gallery: FeatureSet,
+                  class_names: list) -> None:
+    """results.json, the picture grid (PNG + TensorBoard) and the embedding projector data."""
+    cfg: RetrievalConfig = ctx.cfg
+    if cfg.num_grid_queries > 0:
+        write_grid(ctx, queries, gallery, class_names)
+    if cfg.embedding_points > 0 and ctx.tb.writer is not None:
+        pick = np.unique(np.linspace(0, len(queries.paths) - 1,
+                                     min(cfg.embedding_points, len(queries.paths))).astype(int))
+        # a rerun into the same folder replaces the projector data instead of warning about it
+        shutil.rmtree(Path(ctx.tb.writer.log_dir) / "00000" / "test_features", ignore_errors=True)
+        ctx.tb.writer.add_embedding(queries.features[pick],
+                                    metadata=[class_names[int(queries.labels[i])] for i in pick],
+                                    tag="test_features", global_step=0)
+    if ctx.tb.writer is not None:
+        ctx.tb.scalars({k: v for k, v in results.items() if k.startswith("recall@")}, 0,
+                       "retrieval/")
+    (ctx.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    for note in results["notes"]:
+        ctx.logger.info(f"note: {note}")
+    ctx.logger.info(summary_line(results, cfg.ks))
+
+
+def grid_queries(num_queries: int, count: int) -> list[int]:
+    """Evenly spaced query indices (deterministic, spread over the classes of an ordered list)."""
+    if count <= 0 or num_queries == 0:
+        return []
+    picks = np.linspace(0, num_queries - 1, min(count, num_queries)).astype(int)
+    return sorted(set(picks.tolist()))
+
+
+def write_grid(ctx: RunContext, queries: FeatureSet, gallery: FeatureSet,
+               class_names: list) -> Path:
+    """retrieval_grid.png: rows of query + top-k gallery middle frames, green = same class; and
+    retrieval_grid.txt naming the videos and classes of every cell."""
+    from engine import visualize
+    cfg: RetrievalConfig = ctx.cfg
+    chosen = grid_queries(len(queries.paths), cfg.num_grid_queries)
+    k = min(cfg.grid_topk, len(gallery.paths))
+    nn_idx = metrics.nearest_neighbours(queries.features[chosen], gallery.features, k)  # [Q, k]
+    thumbs: dict[str, torch.Tensor] = {}
+
+    def thumb(path: str) -> torch.Tensor:
+        if path not in thumbs:
+            thumbs[path] = visualize.thumbnail(visualize.middle_frame(path, color="rgb"))
+        return thumbs[path]
+
+    q_img = torch.stack([thumb(queries.paths[i]) for i in chosen])                  # [Q, 3, h, w]
+    n_img = torch.stack([torch.stack([thumb(gallery.paths[j]) for j in row.tolist()])
+                         for row in nn_idx])                                 # [Q, k, 3, h, w]
+    correct = gallery.labels[nn_idx] == queries.labels[chosen].view(-1, 1)           # [Q, k]
+    image = visualize.retrieval_grid(q_img, n_img, correct)
+    path = visualize.save_png(image, ctx.run_dir / "retrieval_grid.png")
+    lines = ["# row: query (blue frame) -> nearest gallery videos, most similar first; "
+             "+ same class (green), - other class (red)"]
+    for row, (qi, nbrs) in enumerate(zip(chosen, nn_idx.tolist())):
+        cells = [f"{'+' if gallery.labels[j] == queries.labels[qi] else '-'}"
+                 f"{class_names[int(gallery.labels[j])]} ({Path(gallery.paths[j]).name})"
+                 for j in nbrs]
+        query = f"{class_names[int(queries.labels[qi])]} ({Path(queries.paths[qi]).name})"
+        lines.append(f"{row}: {query} -> " + ", ".join(cells))
+    (ctx.run_dir / "retrieval_grid.txt").write_text("\n".join(lines) + "\n")
+    if ctx.tb.writer is not None:
+        ctx.tb.writer.add_image("retrieval/grid", image, 0)
+    ctx.logger.info(f"retrieval picture grid ({len(chosen)} queries x top-{k}; green frame = same "
+                    f"class, red = other class) -> {path}")
+    return path

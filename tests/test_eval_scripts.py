@@ -1,0 +1,204 @@
+"""End-to-end runs of train_linear.py, train_finetune.py and nn_retrieval.py on the tiny synthetic
+dataset (narrow R3D-18, 32 px, one short epoch), plus checkpoint loading and the backbone check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def common_args(root: Path, out: Path) -> list[str]:
+    """Flags shared by every run: the tiny_ucf fixture's generation settings, tiny model/clips."""
+    return ["--dataset", "synthetic", "--data-root", str(root), "--synthetic-classes", "4",
+            "--synthetic-videos-per-class", "6", "--synthetic-frames", "72",
+            "--synthetic-width", "64", "--synthetic-height", "48",
+            "--backbone", "r3d18", "--width", "8", "--resolution", "32", "--batch-size", "4",
+            "--num-workers", "0", "--device", "cpu", "--progress", "false", "--out-dir", str(out)]
+
+
+def classify_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return common_args(root, out) + ["--epochs", "1", "--max-steps-per-epoch", "2",
+                                     "--num-test-clips", "2", *extra]
+
+
+def split_size(root: Path, subset: str) -> int:
+    return len((root / "ucfTrainTestlist" / f"{subset}list01.txt").read_text().split("\n")) - 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions run fastest on one thread, above all on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pretrain_checkpoint(tmp_path_factory) -> Path:
+    """A pretraining checkpoint in this project's format (backbone + head, width 8, BGR)."""
+    from engine import checkpoint as ckpt_io
+    from models import ProjectionHead, TCLRModel, build_backbone
+    torch.manual_seed(123)
+    backbone = build_backbone("r3d18", width=8)
+    model = TCLRModel(backbone, ProjectionHead(backbone.out_channels))
+    path = tmp_path_factory.mktemp("pretrain") / "latest.pth"
+    ckpt_io.atomic_save({"format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
+                         "model": model.state_dict(),
+                         "meta": {"backbone": "r3d18", "width": 8, "color": "bgr",
+                                  "kind": "pretrain"}}, path)
+    return path
+
+
+def read_results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_linear_end_to_end_from_pretraining_checkpoint(tiny_ucf, tmp_path, pretrain_checkpoint):
+    import train_linear
+    from models import build_backbone, load_backbone_weights
+    out = tmp_path / "linear"
+    assert train_linear.main(classify_args(tiny_ucf, out, "--checkpoint",
+                                           str(pretrain_checkpoint))) == 0
+    res = read_results(out)
+    n_test = split_size(tiny_ucf, "test")
+    assert res["num_videos"] == res["num_videos_listed"] == n_test
+    for key in ("top1", "top5"):
+        assert 0.0 <= res[key] <= 100.0
+    assert res["init"] == "checkpoint" and res["init_source"] == "tclr-repro"
+    assert res["checkpoint"] == str(pretrain_checkpoint)
+    assert res["select"].startswith("val") and res["selected_epoch"] == 0
+    assert res["bn_mode"] == "frozen" and res["split"] == 1 and res["seed"] == 0
+    log = (out / "log.txt").read_text()
+    assert f"evaluated {n_test} / {n_test} test videos" in log
+    assert "frozen-backbone check passed" in log
+    # the hold-out and labelled lists are disjoint and cover the train split
+    listed = lambda name: (out / name).read_text().splitlines()
+    train, val = listed("labelled_videos.txt"), listed("val_videos.txt")
+    assert len(val) == 4 and not set(train) & set(val)           # one per class (4 classes)
+    assert len(train) + len(val) == split_size(tiny_ucf, "train")
+    # per-class table, confusion matrix
+    rows = (out / "per_class_accuracy.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4
+    assert sum(int(r.split(",")[2]) for r in rows[1:]) == n_test
+    assert cv2.imread(str(out / "confusion_matrix.png")) is not None
+    assert (out / "confusion_matrix.csv").is_file()
+    # classifier checkpoints: our format, kind classifier, keys backbone.* / fc.*; the backbone
+    # is the pretraining one (frozen) and loads back as backbone weights
+    ckpt = torch.load(out / "checkpoints" / "best.pth", map_location="cpu", weights_only=True)
+    assert ckpt["format"] == "tclr-repro" and ckpt["meta"]["kind"] == "classifier"
+    assert {k.split(".")[0] for k in ckpt["model"]} == {"backbone", "fc"}
+    assert (out / "checkpoints" / "latest.pth").is_file()
+    pre = torch.load(pretrain_checkpoint, map_location="cpu", weights_only=True)["model"]
+    for key, value in ckpt["model"].items():
+        if key.startswith("backbone."):
+            assert torch.equal(value, pre[key]), key
+    report = load_backbone_weights(build_backbone("r3d18", width=8),
+                                   out / "checkpoints" / "best.pth")
+    assert report.source == "tclr-repro" and set(report.ignored) == {"fc.weight", "fc.bias"}
+
+
+def test_finetune_end_to_end_limited_labels(tiny_ucf, tmp_path):
+    import train_finetune
+    out = tmp_path / "ft"
+    # lr 1e-2 is already below --min-lr: training must stop after the first epoch of three
+    args = classify_args(tiny_ucf, out, "--label-fraction", "0.5", "--select", "best_test",
+                         "--dropout", "0.5", "--seed", "1", "--epochs", "3", "--lr", "0.01",
+                         "--min-lr", "0.011")
+    assert train_finetune.main(args) == 0
+    res = read_results(out)
+    assert res["init"] == "random" and res["checkpoint"] is None
+    assert res["select"] == "best_test (optimistic: selected on the test split)"
+    assert res["num_videos"] == split_size(tiny_ucf, "test")
+    assert res["label_fraction"] == 0.5 and res["num_val_videos"] == 0
+    assert res["epochs_run"] == 1 and res["stopped_because"] == "min_lr"
+    assert res["selected_epoch"] == 0 and res["dropout"] == 0.5
+    labelled = (out / "labelled_videos.txt").read_text().splitlines()
+    labels = [int(line.rsplit(" ", 1)[1]) for line in labelled]
+    assert sorted(labels) == [0, 0, 1, 1, 2, 2, 3, 3]            # half of 4 per class
+    assert (out / "checkpoints" / "best.pth").is_file()
+
+
+def test_linear_backbone_check_fails_when_a_weight_changes(tiny_ucf, tmp_path, monkeypatch):
+    import train_linear
+    from engine import classify
+    from engine.errors import TrainingError
+    original = classify.train_one_epoch
+
+    def tampering_epoch(ctx, model, plain, *args, **kwargs):
+        stats = original(ctx, model, plain, *args, **kwargs)
+        with torch.no_grad():
+            next(plain.backbone.parameters()).add_(1e-3)
+        return stats
+
+    monkeypatch.setattr(classify, "train_one_epoch", tampering_epoch)
+    with pytest.raises(TrainingError, match="changed 1 backbone tensor"):
+        train_linear.main(classify_args(tiny_ucf, tmp_path / "tamper", "--select", "last"))
+
+
+def test_colour_mismatch_is_an_error(pretrain_checkpoint):
+    import logging
+    import config
+    from engine.classify import init_backbone
+    from models import build_backbone
+    cfg = config.LinearConfig()
+    cfg.checkpoint, cfg.data.color = str(pretrain_checkpoint), "rgb"
+    with pytest.raises(config.ConfigError, match="--color bgr"):
+        init_backbone(build_backbone("r3d18", width=8), cfg, logging.getLogger("test"))
+
+
+def test_retrieval_end_to_end_and_cache(tiny_ucf, tmp_path, monkeypatch, pretrain_checkpoint):
+    import nn_retrieval
+    from engine import retrieval
+    out = tmp_path / "ret"
+    args = common_args(tiny_ucf, out) + ["--num-clips", "2", "--num-grid-queries", "3",
+                                         "--checkpoint", str(pretrain_checkpoint)]
+    assert nn_retrieval.main(args) == 0
+    res = read_results(out)
+    assert res["num_queries"] == split_size(tiny_ucf, "test")
+    assert res["num_gallery"] == split_size(tiny_ucf, "train")
+    for k in (1, 5, 10, 20, 50):
+        assert 0.0 <= res[f"recall@{k}"] <= 100.0
+    assert res["recall@20"] == res["recall@50"] == 100.0      # k capped at the 16-video gallery
+    assert any("k=50" in note for note in res["notes"])
+    assert res["feature_dim"] == 64 * 4                          # C * T' at width 8
+    grid = cv2.imread(str(out / "retrieval_grid.png"))
+    assert grid is not None and grid.shape[:2] == (3 * (96 + 8) + 4 * 3, 6 * (128 + 8) + 7 * 3)
+    assert len((out / "retrieval_grid.txt").read_text().splitlines()) == 1 + 3
+    assert len(list((out / "features").glob("*.pt"))) == 2
+    # a rerun with other k reads the cache: no forward pass at all
+    def no_forward(*_args, **_kwargs):
+        raise AssertionError("features were recomputed instead of read from the cache")
+    monkeypatch.setattr(retrieval, "extract_features", no_forward)
+    assert nn_retrieval.main(args + ["--ks", "1,2", "--num-grid-queries", "0"]) == 0
+    again = read_results(out)
+    assert again["recall@1"] == res["recall@1"] and "recall@2" in again
+    assert again["features_from_cache"] is True
+
+
+def test_retrieval_script_subprocess_and_bad_flags(tiny_ucf, tmp_path, capsys):
+    """One real process (imports, argv, exit status); a bad flag ends as one line, status 2."""
+    out = tmp_path / "sub"
+    args = common_args(tiny_ucf, out) + ["--num-clips", "1", "--num-grid-queries", "0",
+                                         "--embedding-points", "0", "--ks", "1,5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "nn_retrieval.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "retrieval | synthetic split 1 | init random | R@1" in proc.stdout
+    assert set(read_results(out)) >= {"recall@1", "recall@5", "num_queries", "num_gallery"}
+    import nn_retrieval
+    from engine.cli import run_main
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(nn_retrieval.main, ["--num-clip", "3"])
+    assert exit_info.value.code == 2
+    assert "unknown option --num-clip" in capsys.readouterr().err
