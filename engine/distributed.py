@@ -115,3 +115,36 @@ def all_gather_objects(obj):
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward hands each process the summed gradient of its slice.
+
+    Written with all_reduce so that it works on every backend (gloo has no reduce_scatter).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def gather_batch(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Concatenate ``t`` from every process along ``dim`` (rank order), keeping gradients.
+
+    Every process then computes the loss of the whole global batch; since DDP averages parameter
+    gradients over processes and the backward here sums each slice's gradient over processes, the
+    resulting update equals the one-process update on the global batch. Identity for one process.
+    """
+    if get_world_size() == 1:
+        return t
+    return _GatherWithGrad.apply(t.movedim(dim, 0)).movedim(0, dim)

@@ -22,7 +22,7 @@ from config import PretrainConfig
 from engine import checkpoint as ckpt_io
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
                            make_scaler, seed_everything, setup_run)
-from engine.distributed import all_gather_objects, all_reduce_sum, cleanup
+from engine.distributed import all_gather_objects, all_reduce_sum, cleanup, gather_batch
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
 from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
 
@@ -220,7 +220,10 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
         set_lr(optimizer, _lr_for(cfg, state, state.step_in_epoch / max(1, steps_total)))
         clips = batch_clips(batch, device, cfg)                       # [B, V, 1+K, C, T, S, S]
         with autocast(device, dtype):
-            sparse_global, sparse_local, dense_global = model(clips)
+            outputs = model(clips)
+        # The release (DataParallel) contrasted each video against the whole global batch: gather
+        # the representations of every process along the batch axis (dim 1 of each output).
+        sparse_global, sparse_local, dense_global = (gather_batch(o, dim=1) for o in outputs)
         terms = tclr_loss(sparse_global, sparse_local, dense_global,
                           temperature=cfg.temperature, weights=weights)
         failures = batch.get("failures", [])
