@@ -96,6 +96,9 @@ class RunConfig:
                                     "for smoke tests and demos")
     log_every_steps: int = F(10, "TensorBoard scalar interval in steps")
     progress: bool = F(True, "show tqdm progress bars on rank 0")
+    dist_timeout_s: float = F(600.0, "multi-process runs: seconds a process waits for the others in "
+                                     "a collective; a dead or hung peer then ends the job with an "
+                                     "error instead of a hang")
 
 
 @dataclass
@@ -120,7 +123,8 @@ class PretrainConfig(RunConfig):
     w_global_local: float = F(1.0, "weight of the global-local loss (0 drops it)")
     fused_forward: bool = F(False, "one backbone pass over all 10 clip groups (BatchNorm statistics "
                                    "over all clips) instead of the release's 10 passes")
-    channels_last: bool = F(False, "use channels_last_3d memory format on CUDA")
+    channels_last: bool = F(False, "channels_last_3d memory format (faster 3D convolutions with "
+                                   "cuDNN and with oneDNN on the CPU)")
     compile: bool = F(False, "torch.compile the model")
     sync_bn: bool = F(False, "convert BatchNorm to SyncBatchNorm under DDP")
     grad_checkpoint: bool = F(False, "activation checkpointing of the backbone stages (saves memory)")
@@ -493,6 +497,8 @@ def finalize(cfg: Any, world_size: int = 1):
     cfg.per_device_batch = cfg.batch_size // world_size
     _require(cfg.epochs >= 0, f"config key 'epochs': must be >= 0, got {cfg.epochs}")
     _require(cfg.max_steps_per_epoch >= 0, "config key 'max_steps_per_epoch': must be >= 0")
+    _require(cfg.dist_timeout_s > 0,
+             f"config key 'dist_timeout_s': must be > 0 seconds, got {cfg.dist_timeout_s}")
     dev = cfg.device
     _require(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
              f"config key 'device': {dev!r} is not auto, cpu, cuda or cuda:N")

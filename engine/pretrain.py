@@ -292,7 +292,7 @@ def _prepare_model(cfg: PretrainConfig, ctx: RunContext) -> tuple[nn.Module, nn.
     """(model to train, possibly wrapped; the plain module)."""
     seed_everything(cfg.seed)
     model = build_model(cfg).to(ctx.device)
-    if cfg.channels_last and ctx.device.type == "cuda":
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     if cfg.grad_checkpoint:
         unwrap(model).backbone.grad_checkpoint = True

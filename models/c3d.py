@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import check_video_input, checkpoint_stage, checkpointing_active, init_video_weights
+from .common import (check_video_input, checkpoint_stage, checkpointing_active,
+                     init_video_weights, match_memory_format)
 from .registry import register_backbone
 
 # (layer suffix, out channels as a multiple of width, max-pool kernel = stride after it or None)
@@ -82,6 +83,7 @@ class C3D(nn.Module):
             [B, out_channels, T/4, H/16, W/16] (floor division at each pool).
         """
         check_video_input(x, "C3D")
+        x = match_memory_format(x, self)
         checkpointed = checkpointing_active(self)
         for stage in C3D_STAGES:
             run = functools.partial(self._stage, stage)

@@ -15,6 +15,17 @@ def check_video_input(x: torch.Tensor, backbone: str) -> None:
         raise ValueError(f"{backbone} expects clips [B, 3, T, H, W], got a tensor of shape {tuple(x.shape)}")
 
 
+def match_memory_format(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``x`` in channels_last_3d when ``module``'s first convolution weight is (after
+    ``module.to(memory_format=torch.channels_last_3d)``), so oneDNN/cuDNN pick their fast NDHWC
+    kernels instead of converting at every layer; otherwise ``x`` unchanged."""
+    conv = next((m for m in module.modules() if isinstance(m, nn.Conv3d)), None)
+    if conv is not None and conv.weight.is_contiguous(memory_format=torch.channels_last_3d) \
+            and not conv.weight.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
 def init_video_weights(module: nn.Module) -> None:
     """torchvision's VideoResNet initialisation: Kaiming-normal (fan_out) convs, BN weight 1 / bias 0."""
     for m in module.modules():

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimple
 
-from .common import check_video_input, checkpoint_stage, checkpointing_active, init_video_weights
+from .common import (check_video_input, checkpoint_stage, checkpointing_active,
+                     init_video_weights, match_memory_format)
 from .registry import register_backbone
 
 BLOCKS_PER_LAYER = (2, 2, 2, 2)  # ResNet-18
@@ -148,6 +149,7 @@ class VideoResNetTrunk(nn.Module):
             [B, out_channels, T/4, H/16, W/16] (sizes rounded as the strided convs round them).
         """
         check_video_input(x, type(self).__name__)
+        x = match_memory_format(x, self)
         x = self._stage(self.stem, x)  # [B, w, T, H/2, W/2]
         x = self._stage(self.layer1, x)  # [B, w, T, H/2, W/2]
         x = self._stage(self.layer2, x)  # [B, 2w, T/2, H/4, W/4]

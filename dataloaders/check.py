@@ -1,0 +1,146 @@
+"""Preflight check of a dataset split: every listed video opened and decoded to its real end.
+
+    python -m dataloaders.check --dataset ucf101 --root DIR --split 1 [--subset train|test|all]
+                                [--workers N] [--min-frames 57] [--json REPORT.json]
+
+Prints: decodable count, real frame counts (min / median / max), videos too short for TCLR sampling,
+videos whose header overstates their length, unreadable files with the reason, and split entries with
+no file. Exit status 1 when any listed file is missing or unreadable, 2 when the dataset layout or
+split files themselves are broken, 0 otherwise (too-short videos are reported, not fatal: the
+training datasets skip them by their stated policy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from dataloaders.sampling import min_tclr_frames
+from dataloaders.splits import DATASETS, DatasetError, build_video_list
+from dataloaders.video import VideoDecodeError, count_frames, probe_video
+
+SHOW = 20  # paths printed per category (the JSON report has all of them)
+
+
+def scan_video(path: str) -> dict:
+    """Opens and fully decodes one video.
+
+    Returns:
+        {"path", "status": "ok" | "missing" | "unreadable", "reason", "header_frames",
+         "real_frames", "width", "height"}.
+    """
+    result = {"path": path, "status": "ok", "reason": "", "header_frames": None,
+              "real_frames": None, "width": None, "height": None}
+    if not os.path.exists(path):
+        result.update(status="missing", reason="file not found")
+        return result
+    try:
+        info = probe_video(path)
+        real = count_frames(path)
+    except VideoDecodeError as error:
+        result.update(status="unreadable", reason=error.reason)
+        return result
+    result.update(header_frames=info.frame_count, real_frames=real, width=info.width,
+                  height=info.height)
+    if real == 0:
+        result.update(status="unreadable", reason="no frame could be decoded (corrupt or truncated)")
+    return result
+
+
+def _videos(dataset: str, root: str, split: int, subset: str) -> list[tuple[str, int]]:
+    if subset == "all" and dataset != "folder":
+        subsets = ("train", "test") if dataset != "kinetics400" else ("train", "val")
+        videos = [v for s in subsets for v in build_video_list(dataset, root, split, s, False)[0]]
+        return list(dict.fromkeys(videos))  # a video listed in both subsets is scanned once
+    return build_video_list(dataset, root, split, subset, check_files=False)[0]
+
+
+def scan(paths: list[str], workers: int, progress: bool = True) -> list[dict]:
+    """scan_video over every path, in a process pool of `workers` (in order of `paths`)."""
+    if workers <= 1:
+        return [scan_video(p) for p in tqdm(paths, disable=not progress, desc="videos")]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        iterator = pool.imap(scan_video, paths, chunksize=4)
+        return list(tqdm(iterator, total=len(paths), disable=not progress, desc="videos"))
+
+
+def summarize(results: list[dict], min_frames: int) -> dict:
+    """Counts and path lists per category."""
+    ok = [r for r in results if r["status"] == "ok"]
+    real = np.array([r["real_frames"] for r in ok], dtype=np.int64)
+    return {
+        "listed": len(results),
+        "decodable": len(ok),
+        "frames_min": int(real.min()) if len(real) else None,
+        "frames_median": float(np.median(real)) if len(real) else None,
+        "frames_max": int(real.max()) if len(real) else None,
+        "min_frames": min_frames,
+        "too_short": [(r["path"], r["real_frames"]) for r in ok if r["real_frames"] < min_frames],
+        "header_overstates": [(r["path"], r["header_frames"], r["real_frames"]) for r in ok
+                              if r["header_frames"] > r["real_frames"]],
+        "missing": [r["path"] for r in results if r["status"] == "missing"],
+        "unreadable": [(r["path"], r["reason"]) for r in results if r["status"] == "unreadable"],
+    }
+
+
+def _print_list(title: str, rows: list, fmt) -> None:
+    print(f"{title}: {len(rows)}")
+    for row in rows[:SHOW]:
+        print("    " + fmt(row))
+    if len(rows) > SHOW:
+        print(f"    ... and {len(rows) - SHOW} more (see --json)")
+
+
+def print_summary(summary: dict, header: str) -> None:
+    print(header)
+    print(f"  listed videos: {summary['listed']}")
+    print(f"  decodable: {summary['decodable']}")
+    if summary["frames_min"] is not None:
+        print(f"  real frame counts: min {summary['frames_min']}, median {summary['frames_median']:g}, "
+              f"max {summary['frames_max']}")
+    _print_list(f"  too short for TCLR sampling (< {summary['min_frames']} frames)",
+                summary["too_short"], lambda r: f"{r[0]} ({r[1]} frames)")
+    _print_list("  header overstates the frame count", summary["header_overstates"],
+                lambda r: f"{r[0]} (header {r[1]}, real {r[2]})")
+    _print_list("  split entries with no file", summary["missing"], str)
+    _print_list("  unreadable", summary["unreadable"], lambda r: f"{r[0]}: {r[1]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--root", required=True, help="dataset root folder")
+    parser.add_argument("--split", type=int, default=1)
+    parser.add_argument("--subset", default="train", choices=("train", "test", "val", "all"))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--min-frames", type=int, default=min_tclr_frames(),
+                        help="frames a video needs for TCLR sampling (default: %(default)s)")
+    parser.add_argument("--json", help="also write the full report (every path) to this file")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        videos = _videos(args.dataset, args.root, args.split, args.subset)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = scan([path for path, _ in videos], args.workers, not args.no_progress)
+    summary = summarize(results, args.min_frames)
+    print_summary(summary, f"{args.dataset} split {args.split} {args.subset} under {args.root}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(summary, handle, indent=1)
+    bad = len(summary["missing"]) + len(summary["unreadable"])
+    if bad:
+        print(f"FAILED: {bad} listed videos are missing or unreadable")
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

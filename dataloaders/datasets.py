@@ -1,0 +1,419 @@
+"""Datasets for TCLR pretraining, classifier training and multi-clip evaluation.
+
+Reproducible randomness. An item is requested either by a plain index or by an (index, item_seed)
+pair. EpochSeededSampler yields such pairs with item_seed = f(run seed, epoch, index), so a sample's
+clip positions and augmentation parameters depend only on the run seed, the epoch and the video:
+not on the number of workers, their scheduling or on resuming mid-run. With a plain index the seed is
+drawn from torch's global generator, which the DataLoader seeds per worker and per epoch from its
+base seed (reproducible for a fixed number of workers only).
+
+Bad videos (the policy). For training items (TCLRPretrainDataset, ClipDataset) an unreadable,
+truncated or too short video never raises into the DataLoader: the item records (path, reason) in
+item["failures"] and deterministically uses the next video (index + 1, + 2, ... modulo the dataset
+size) instead, up to max_retries times; only when every one of them fails does it raise DatasetError
+naming all of them. The collate functions keep every item, so a batch never shrinks, and concatenate
+the failure lists: the training loop counts them per epoch, reports the paths and decides when to
+stop. Evaluation (MultiClipDataset) never substitutes: a bad video raises DatasetError with the path
+and the reason.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
+
+from dataloaders.augment import (AugmentParams, apply_clip_augmentation, apply_eval_transform,
+                                 augment_pretrain_clips, sample_strong_params, sample_weak_params)
+from dataloaders.sampling import (CLIP_MIN_VALID, clip_indices, eval_clip_starts, min_tclr_frames,
+                                  mirror_pad, pad_tclr_indices, sample_clip_start,
+                                  sample_tclr_start, scaled_min_valid, tclr_frame_indices)
+from dataloaders.splits import DatasetError
+from dataloaders.video import (DecodedFrames, VideoDecodeError, VideoReader, VideoTooShortError,
+                               count_frames)
+
+AUGMENT_PLACES = ("cpu", "device")
+_SEED_MASK = (1 << 63) - 1
+
+
+def item_seed(run_seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one item of one epoch (numpy SeedSequence hashing of the three numbers)."""
+    state = np.random.SeedSequence([run_seed, epoch, index]).generate_state(1, np.uint64)[0]
+    return int(state) & _SEED_MASK
+
+
+class EpochSeededSampler(Sampler):
+    """Wraps a sampler of indices and yields (index, item_seed(seed, epoch, index)) pairs.
+
+    Args:
+        base_sampler: any sampler of dataset indices (RandomSampler, DistributedSampler, ...).
+        seed: the run seed.
+    Call set_epoch(epoch) before each epoch; it is forwarded to the base sampler when that has one
+    (DistributedSampler shuffles by epoch).
+    """
+
+    def __init__(self, base_sampler, seed: int = 0):
+        self.base_sampler = base_sampler
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.base_sampler, "set_epoch"):
+            self.base_sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.base_sampler:
+            yield int(index), item_seed(self.seed, self.epoch, int(index))
+
+    def __len__(self) -> int:
+        return len(self.base_sampler)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: seeds numpy and `random` from the worker's torch seed.
+
+    The DataLoader already seeds torch in each worker with base_seed + worker_id, base_seed being
+    drawn per epoch from the DataLoader's generator (seed that generator from the run seed).
+    OpenCV is kept to one thread per worker: the workers are the parallelism.
+    """
+    info = get_worker_info()
+    seed = info.seed if info is not None else torch.initial_seed()
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    cv2.setNumThreads(1)
+
+
+def _generators(seed: int, attempt: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The numpy generator (clip positions) and torch generator (augmentation) of one attempt."""
+    seeds = np.random.SeedSequence([seed, attempt]).generate_state(2, np.uint64)
+    torch_gen = torch.Generator().manual_seed(int(seeds[1]) & _SEED_MASK)
+    return np.random.default_rng(int(seeds[0])), torch_gen
+
+
+def _decode_clips(reader: VideoReader, rng: np.random.Generator,
+                  draw: Callable[[int, np.random.Generator], np.ndarray],
+                  pad: Callable[[np.ndarray, int], np.ndarray]) -> tuple[DecodedFrames, np.ndarray]:
+    """Draws clip indices for the header's frame count, decodes them once, pads at the real end.
+
+    When the video proves shorter than its header claims, the indices are drawn again for the real
+    length (from the same generator, so the result is the same whether or not this process had
+    already learnt that length) and decoded again. The frame count is not trusted beforehand.
+
+    Args:
+        draw: (frame count, rng) -> unpadded indices (any shape).
+        pad: (indices, real frame count) -> padded indices (raises VideoTooShortError).
+    Returns:
+        (decoded frames, padded indices whose frames are all in decoded).
+    """
+    claimed = reader.info.frame_count
+    if claimed <= 0:  # some containers do not record a count
+        claimed = count_frames(reader.path)
+    indices = draw(claimed, rng)
+    known = reader.known_real_frame_count
+    decoded = None
+    if known is None or indices.max() < known:
+        decoded = reader.decode(indices)
+        if decoded.real_frame_count is None:
+            return decoded, indices
+        known = decoded.real_frame_count
+    if known < claimed:
+        indices = draw(known, rng)
+    indices = pad(indices, known)
+    if decoded is None or not np.isin(indices, decoded.indices).all():
+        decoded = reader.decode(indices)
+    return decoded, indices
+
+
+def _pad_clips(indices: np.ndarray, frames: int, min_valid: int, stride: int) -> np.ndarray:
+    """Mirror-pads every clip (row) of indices [C, T] or [T]; a clear reason when too short."""
+    try:
+        return np.stack([mirror_pad(clip, frames, min_valid) for clip in np.atleast_2d(indices)]
+                        ).reshape(indices.shape)
+    except VideoTooShortError:
+        needed = stride * (max(min_valid, (indices.shape[-1] + 2) // 2) - 1) + 1
+        raise VideoTooShortError(None, f"too short for {indices.shape[-1]}-frame clips at stride "
+                                 f"{stride}: {frames} decodable frames, {needed} needed") from None
+
+
+def _pool_tensor(decoded: DecodedFrames) -> torch.Tensor:
+    """uint8 [F, 3, H, W] view of decoded frames (channels-last memory, no copy)."""
+    return torch.from_numpy(decoded.frames).permute(0, 3, 1, 2)
+
+
+def _pool_positions(decoded: DecodedFrames, indices: np.ndarray) -> torch.Tensor:
+    """Positions of frame indices in decoded.frames (same shape as indices)."""
+    return torch.from_numpy(np.searchsorted(decoded.indices, indices))
+
+
+class _RetryingVideoDataset(Dataset):
+    """Shared key handling and the substitute-on-failure policy (see the module docstring)."""
+
+    def __init__(self, videos: list[tuple[str, int]], color: str, seed: int, max_retries: int):
+        if not videos:
+            raise DatasetError("the video list is empty: check the dataset root, split and subset")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.videos = list(videos)
+        self.color = color
+        self.seed = seed
+        self.max_retries = max_retries
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def _resolve_key(self, key) -> tuple[int, int]:
+        if isinstance(key, (tuple, list)):
+            index, seed = key
+            return int(index), int(seed)
+        fresh = int(torch.randint(0, 2**62, (1,)).item())  # torch's per-worker, per-epoch stream
+        return int(key), item_seed(self.seed, fresh, int(key))
+
+    def _build(self, index: int, rng: np.random.Generator, gen: torch.Generator) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, key) -> dict:
+        index, seed = self._resolve_key(key)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} videos")
+        failures: list[tuple[str, str]] = []
+        for attempt in range(self.max_retries + 1):
+            video = (index + attempt) % len(self)
+            rng, gen = _generators(seed, attempt)
+            try:
+                item = self._build(video, rng, gen)
+            except VideoDecodeError as error:
+                failures.append((self.videos[video][0], error.reason))
+                continue
+            item["index"] = video
+            item["failures"] = failures
+            return item
+        listing = "; ".join(f"{path}: {reason}" for path, reason in failures)
+        raise DatasetError(f"{len(failures)} consecutive videos from index {index} could not be used "
+                           f"(max_retries={self.max_retries}): {listing}. Run python -m "
+                           "dataloaders.check on the dataset to list every bad file.")
+
+
+class TCLRPretrainDataset(_RetryingVideoDataset):
+    """TCLR pretraining samples: one global and K local clips, each augmented twice (spec 1-2).
+
+    Args:
+        videos: list of (video path, label); labels are unused here.
+        clip_len, sparse_stride, num_local: T, the global clip's stride, K.
+        size: output side S.
+        color: "bgr" (default, as the release and its weights) or "rgb".
+        augment_on: "cpu" (the item holds augmented clips) or "device" (the item holds raw uint8
+            clips and the parameters; the training step calls augment_pretrain_batch(batch, device)).
+        seed: run seed, used for plain integer keys.
+        max_retries: substitute videos tried after a bad one.
+        min_sparse, min_dense: mirror-padding thresholds (None: 14 and 8 of 16, scaled).
+    Items (dict):
+        "clips": float32 [V=2, 1+K, 3, T, S, S] (augment_on="cpu"), index 0 along axis 1 the global
+            clip, 1..K the dense clips in time order; or "frames": uint8 [1+K, T, 3, H, W] and
+            "params": AugmentParams with 2 * (1+K) rows, v-major (augment_on="device");
+        "index": the video actually used; "failures": list of (path, reason) of skipped videos.
+    """
+
+    def __init__(self, videos, clip_len: int = 16, sparse_stride: int = 4, num_local: int = 4,
+                 size: int = 112, color: str = "bgr", augment_on: str = "cpu", seed: int = 0,
+                 max_retries: int = 10, min_sparse: int | None = None, min_dense: int | None = None):
+        super().__init__(videos, color, seed, max_retries)
+        if augment_on not in AUGMENT_PLACES:
+            raise ValueError(f"augment_on must be one of {AUGMENT_PLACES}, got {augment_on!r}")
+        tclr_frame_indices(0, 0, clip_len, sparse_stride, num_local)  # validates the settings
+        self.clip_len, self.sparse_stride, self.num_local = clip_len, sparse_stride, num_local
+        self.size, self.augment_on = size, augment_on
+        self.min_sparse, self.min_dense = min_sparse, min_dense
+        self.min_frames = min_tclr_frames(clip_len, sparse_stride, num_local, min_sparse, min_dense)
+        self.views = 2
+
+    def _draw(self, frames: int, rng: np.random.Generator) -> np.ndarray:
+        start = sample_tclr_start(frames, rng, self.clip_len, self.sparse_stride)
+        sparse, dense = tclr_frame_indices(frames, start, self.clip_len, self.sparse_stride,
+                                           self.num_local)
+        return np.concatenate([sparse[None], dense])                    # [1+K, T]
+
+    def _pad(self, indices: np.ndarray, frames: int) -> np.ndarray:
+        try:
+            sparse, dense = pad_tclr_indices(indices[0], indices[1:], frames, self.min_sparse,
+                                             self.min_dense)
+        except VideoTooShortError:
+            raise VideoTooShortError(None, f"too short for TCLR sampling: {frames} decodable frames, "
+                                     f"{self.min_frames} needed") from None
+        return np.concatenate([sparse[None], dense])                    # [1+K, T]
+
+    def _build(self, index, rng, gen) -> dict:
+        path = self.videos[index][0]
+        with VideoReader(path, color=self.color) as reader:
+            decoded, indices = _decode_clips(reader, rng, self._draw, self._pad)
+        pool = _pool_tensor(decoded)                                     # [F, 3, H, W]
+        positions = _pool_positions(decoded, indices)                    # [1+K, T]
+        clips, height, width = positions.shape[0], pool.shape[-2], pool.shape[-1]
+        params = sample_strong_params(gen, self.views * clips, height, width, self.size)
+        if self.augment_on == "device":
+            # numpy gathers whole frames (memcpy); the tensor is a [1+K, T, 3, H, W] view of
+            # channels-last memory, the layout the resize kernels prefer (collate keeps it).
+            raw = torch.from_numpy(decoded.frames[positions.numpy()])  # [1+K, T, H, W, 3]
+            return {"frames": raw.permute(0, 1, 4, 2, 3), "params": params}
+        frame_index = positions.repeat(self.views, 1)                    # [V*(1+K), T], v-major
+        out = apply_clip_augmentation(pool, params, self.size, self.color, frame_index)
+        return {"clips": out.view(self.views, clips, *out.shape[1:])}    # [V, 1+K, 3, T, S, S]
+
+
+class ClipDataset(_RetryingVideoDataset):
+    """Classifier training: one clip of clip_len frames at `stride` from a random start (spec 7).
+
+    Args:
+        augment: "weak" (spec section 2's classifier family) or "none" (centre crop 0.8, resize).
+    Items: "clip" float32 [3, T, S, S], "label" int, "index" (video used), "failures".
+    """
+
+    def __init__(self, videos, clip_len: int = 16, stride: int = 2, size: int = 112,
+                 color: str = "bgr", augment: str = "weak", seed: int = 0, max_retries: int = 10,
+                 crop: float = 0.8):
+        super().__init__(videos, color, seed, max_retries)
+        if augment not in ("weak", "none"):
+            raise ValueError(f"augment must be 'weak' or 'none', got {augment!r}")
+        self.clip_len, self.stride, self.size, self.augment, self.crop = (
+            clip_len, stride, size, augment, crop)
+        self.min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
+
+    def _draw(self, frames, rng):
+        return clip_indices(sample_clip_start(frames, rng, self.clip_len, self.stride),
+                            self.clip_len, self.stride)
+
+    def _pad(self, indices, frames):
+        return _pad_clips(indices, frames, self.min_valid, self.stride)
+
+    def _build(self, index, rng, gen) -> dict:
+        path, label = self.videos[index]
+        with VideoReader(path, color=self.color) as reader:
+            decoded, indices = _decode_clips(reader, rng, self._draw, self._pad)
+        pool = _pool_tensor(decoded)
+        positions = _pool_positions(decoded, indices)[None]              # [1, T]
+        if self.augment == "none":
+            clip = apply_eval_transform(pool[positions[0]], self.size, self.crop)
+        else:
+            params = sample_weak_params(gen, 1, pool.shape[-2], pool.shape[-1], self.size)
+            clip = apply_clip_augmentation(pool, params, self.size, self.color, positions)[0]
+        return {"clip": clip, "label": int(label)}                      # clip [3, T, S, S]
+
+
+class MultiClipDataset(Dataset):
+    """Evaluation: C clips per video, evenly spaced starts, centre crop (spec section 7).
+
+    Every video is decoded once for all its clips. A bad video raises DatasetError (evaluation never
+    skips a video).
+    Items: "clips" float32 [C, 3, T, S, S], "label" int, "video_id" (index in the list).
+    """
+
+    def __init__(self, videos, num_clips: int = 10, clip_len: int = 16, stride: int = 2,
+                 size: int = 112, color: str = "bgr", crop: float = 0.8, flip: bool = False):
+        if not videos:
+            raise DatasetError("the video list is empty: check the dataset root, split and subset")
+        self.videos = list(videos)
+        self.num_clips, self.clip_len, self.stride = num_clips, clip_len, stride
+        self.size, self.color, self.crop, self.flip = size, color, crop, flip
+        self.min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def _draw(self, frames, rng=None):
+        starts = eval_clip_starts(frames, self.num_clips, self.clip_len, self.stride)
+        return np.stack([clip_indices(int(s), self.clip_len, self.stride) for s in starts])
+
+    def _pad(self, indices, frames):
+        return _pad_clips(indices, frames, self.min_valid, self.stride)
+
+    def __getitem__(self, index) -> dict:
+        index = int(index[0] if isinstance(index, (tuple, list)) else index)
+        path, label = self.videos[index]
+        try:
+            with VideoReader(path, color=self.color) as reader:
+                decoded, indices = _decode_clips(reader, None, self._draw, self._pad)
+        except VideoDecodeError as error:
+            raise DatasetError(f"evaluation video {path} cannot be used: {error.reason}. Evaluation "
+                               "never skips videos: repair or re-download it (python -m "
+                               "dataloaders.check lists every bad file)") from None
+        pool = _pool_tensor(decoded)
+        frames = pool[_pool_positions(decoded, indices)]                # [C, T, 3, H, W]
+        clips = apply_eval_transform(frames, self.size, self.crop, self.flip)
+        return {"clips": clips, "label": int(label), "video_id": index}  # [C, 3, T, S, S]
+
+
+def _pad_frames(frames: list[torch.Tensor]) -> torch.Tensor:
+    """Stacks uint8 [..., 3, H, W] clips, zero-padding to the largest H and W (crops stay inside).
+
+    Works on the channels-last memory of the items (movedim views), so the copy is a plain memcpy
+    and the result is again a [B, ..., 3, H, W] view of channels-last memory.
+    """
+    last = [f.movedim(-3, -1) for f in frames]                          # [..., H, W, 3] views
+    height = max(f.shape[-3] for f in last)
+    width = max(f.shape[-2] for f in last)
+    if all(f.shape[-3:-1] == (height, width) for f in last):
+        return _stack(last).movedim(-1, -3)
+    out = last[0].new_zeros((len(last), *last[0].shape[:-3], height, width, last[0].shape[-1]))
+    for row, f in enumerate(last):
+        out[row, ..., :f.shape[-3], :f.shape[-2], :] = f
+    return out.movedim(-1, -3)
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, into shared memory inside a DataLoader worker (default_collate's way: the batch
+    then crosses to the main process without another copy)."""
+    return default_collate(tensors)
+
+
+def _failures(items: list[dict]) -> list[tuple[str, str]]:
+    return [failure for item in items for failure in item["failures"]]
+
+
+def collate_pretrain(items: list[dict]) -> dict:
+    """Batches TCLRPretrainDataset items without dropping any.
+
+    Returns:
+        {"clips": [B, V, 1+K, 3, T, S, S]} or {"frames": uint8 [B, 1+K, T, 3, H, W] (zero-padded to
+        the largest frame), "params": AugmentParams of B * V * (1+K) rows}, plus "index" int64 [B]
+        and "failures" (all items' lists, concatenated).
+    """
+    batch = {"index": torch.tensor([item["index"] for item in items]), "failures": _failures(items)}
+    if "clips" in items[0]:
+        batch["clips"] = _stack([item["clips"] for item in items])
+    else:
+        batch["frames"] = _pad_frames([item["frames"] for item in items])
+        batch["params"] = AugmentParams.cat([item["params"] for item in items])
+    return batch
+
+
+def augment_pretrain_batch(batch: dict, device: torch.device, size: int = 112,
+                           color: str = "bgr") -> torch.Tensor:
+    """The model input of a collate_pretrain batch made with augment_on="device".
+
+    Moves the uint8 frames to `device` (non-blocking: pinned by the DataLoader) and augments them
+    there with the parameters the workers drew (kept on the CPU: reading them needs no device sync).
+
+    Returns:
+        float32 [B, V, 1+K, 3, T, S, S] on `device`, equal (up to float rounding) to what
+        augment_on="cpu" gives for the same items.
+    """
+    frames = batch["frames"].to(device, non_blocking=True)             # [B, 1+K, T, 3, H, W]
+    return augment_pretrain_clips(frames, batch["params"], size, color)
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """Batches ClipDataset items: "clip" [B, 3, T, S, S], "label" [B], "index" [B], "failures"."""
+    return {"clip": _stack([item["clip"] for item in items]),
+            "label": torch.tensor([item["label"] for item in items]),
+            "index": torch.tensor([item["index"] for item in items]),
+            "failures": _failures(items)}
+
+
+def collate_multiclip(items: list[dict]) -> dict:
+    """Batches MultiClipDataset items: "clips" [B, C, 3, T, S, S], "label" [B], "video_id" [B]."""
+    return {"clips": _stack([item["clips"] for item in items]),
+            "label": torch.tensor([item["label"] for item in items]),
+            "video_id": torch.tensor([item["video_id"] for item in items])}

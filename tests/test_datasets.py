@@ -1,0 +1,206 @@
+"""Datasets: item layout, exact frame selection, seeding, bad-video policy, collate."""
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+
+from dataloaders import video as V
+from dataloaders.datasets import (ClipDataset, EpochSeededSampler, MultiClipDataset,
+                                  TCLRPretrainDataset, _decode_clips, augment_pretrain_batch,
+                                  collate_clips,
+                                  collate_multiclip, collate_pretrain, item_seed, seed_worker)
+from dataloaders.sampling import pad_tclr_indices, tclr_frame_indices
+from dataloaders.splits import DatasetError
+from tests.videos import decode_index, make_video, sequential_frames, write_bytes, write_truncated
+
+S = 16
+
+
+@pytest.fixture(scope="module")
+def vids(tmp_path_factory):
+    """Good, short, truncated and broken videos (64x48 px)."""
+    d = tmp_path_factory.mktemp("ds")
+    good = [make_video(str(d / f"good{i}.avi"), 80 + 10 * i, fourcc="MJPG") for i in range(3)]
+    long_one = make_video(str(d / "long.avi"), 160, fourcc="XVID")
+    return {
+        "good": good,
+        "long": long_one,
+        "short": make_video(str(d / "short.avi"), 40, fourcc="MJPG"),
+        "edge": make_video(str(d / "edge.avi"), 60, fourcc="MJPG"),   # 60 frames: padding needed
+        "truncated": write_truncated(long_one, str(d / "truncated.avi"), 0.6),       # usable
+        "truncated_short": write_truncated(good[0], str(d / "truncated_short.avi"), 0.5),
+        "empty": write_bytes(str(d / "empty.avi"), b""),
+        "text": write_bytes(str(d / "text.avi"), b"not a video\n" * 50),
+        "missing": str(d / "missing.avi"),
+    }
+
+
+def items_equal(a, b):
+    return all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a
+               if k != "params")
+
+
+def test_pretrain_item_layout_and_determinism(vids):
+    videos = [(p, 0) for p in vids["good"]]
+    ds = TCLRPretrainDataset(videos, size=S, seed=3)
+    item = ds[(1, 1234)]
+    assert item["clips"].shape == (2, 5, 3, 16, S, S) and item["clips"].dtype == torch.float32
+    assert item["index"] == 1 and item["failures"] == []
+    assert items_equal(item, ds[(1, 1234)])
+    assert not torch.equal(item["clips"], ds[(1, 1235)]["clips"])
+    assert not torch.equal(item["clips"][0], item["clips"][1])  # two independent augmentations
+
+
+def test_pretrain_frames_are_the_spec_indices(vids, monkeypatch):
+    """Device mode ships the raw clips: check each frame's encoded index against the spec."""
+    videos = [(vids["edge"], 0), (vids["good"][0], 0)]
+    ds = TCLRPretrainDataset(videos, size=S, augment_on="device")
+    edge = ds[(0, 1)]["frames"]                                        # [5, 16, 3, H, W]
+    sparse, dense = pad_tclr_indices(*tclr_frame_indices(60, 0), 60)   # start 0, mirror padded
+    got = [[decode_index(f.permute(1, 2, 0).numpy()) for f in clip] for clip in edge]
+    assert got == [sparse.tolist()] + dense.tolist()
+    frames = ds[(1, 7)]["frames"]
+    got = np.array([[decode_index(f.permute(1, 2, 0).numpy()) for f in clip] for clip in frames])
+    start = got[0, 0]
+    assert 0 <= start <= 80 - 65
+    np.testing.assert_array_equal(got[0], start + 4 * np.arange(16))
+    np.testing.assert_array_equal(got[1:], start + 16 * np.arange(4)[:, None] + np.arange(16))
+
+
+def test_device_mode_gives_the_cpu_result(vids):
+    videos = [(p, 0) for p in vids["good"]]
+    cpu = TCLRPretrainDataset(videos, size=S, augment_on="cpu")
+    dev = TCLRPretrainDataset(videos, size=S, augment_on="device")
+    keys = [(0, 11), (2, 12)]
+    batch = collate_pretrain([dev[k] for k in keys])
+    assert batch["frames"].shape == (2, 5, 16, 3, 48, 64) and batch["frames"].dtype == torch.uint8
+    assert len(batch["params"]) == 2 * 2 * 5
+    out = augment_pretrain_batch(batch, torch.device("cpu"), size=S, color="bgr")
+    expected = collate_pretrain([cpu[k] for k in keys])["clips"]
+    assert out.shape == expected.shape == (2, 2, 5, 3, 16, S, S)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_bad_videos_are_substituted_and_reported(vids):
+    bad = ["empty", "text", "missing", "short", "truncated_short"]
+    videos = [(vids[name], 0) for name in bad] + [(vids["good"][0], 0)]
+    ds = TCLRPretrainDataset(videos, size=S)
+    item = ds[(0, 5)]
+    assert item["index"] == 5                                           # the first good one after 0
+    assert [path for path, _ in item["failures"]] == [vids[name] for name in bad]
+    reasons = dict(item["failures"])
+    assert "empty file" in reasons[vids["empty"]]
+    assert "file not found" in reasons[vids["missing"]]
+    assert reasons[vids["short"]] == "too short for TCLR sampling: 40 decodable frames, 57 needed"
+    batch = collate_pretrain([ds[(i, i)] for i in range(4)])
+    assert batch["clips"].shape[0] == 4                                 # the batch never shrinks
+    assert len(batch["failures"]) == 5 + 4 + 3 + 2
+
+
+def test_all_bad_raises_dataset_error_naming_every_file(vids):
+    videos = [(vids[name], 0) for name in ("empty", "missing", "text")]
+    ds = TCLRPretrainDataset(videos, size=S, max_retries=2)
+    with pytest.raises(DatasetError) as info:
+        ds[0]
+    for name in ("empty", "missing", "text"):
+        assert vids[name] in str(info.value)
+
+
+def test_overstating_header_redraws_for_the_real_length(vids):
+    path = vids["truncated"]
+    real = len(sequential_frames(path))
+    assert 65 < real < V.probe_video(path).frame_count
+    ds = TCLRPretrainDataset([(path, 0)], size=S)
+    for seed in range(3):
+        V._REAL_FRAME_COUNTS.pop(path, None)
+        first = ds[(0, seed)]
+        second = ds[(0, seed)]                     # now with the real count cached in this process
+        assert first["failures"] == [] and torch.equal(first["clips"], second["clips"])
+    with V.VideoReader(path) as reader:
+        decoded, indices = _decode_clips(reader, np.random.default_rng(0), ds._draw, ds._pad)
+    assert indices.max() < real and decoded.real_frame_count in (None, real)
+
+
+def test_epoch_seeded_sampler_and_worker_independence(vids):
+    videos = [(p, 0) for p in vids["good"]] * 2
+    ds = TCLRPretrainDataset(videos, size=S)
+    sampler = EpochSeededSampler(SequentialSampler(ds), seed=9)
+    keys0 = list(sampler)
+    assert keys0[2] == (2, item_seed(9, 0, 2))
+    sampler.set_epoch(1)
+    assert [k[0] for k in sampler] == list(range(6)) and list(sampler) != keys0
+
+    def run(workers):
+        loader = DataLoader(ds, batch_size=3, sampler=sampler, num_workers=workers,
+                            collate_fn=collate_pretrain, worker_init_fn=seed_worker)
+        return torch.cat([b["clips"] for b in loader])
+    assert torch.equal(run(0), run(2))
+
+
+def test_epoch_seeded_sampler_forwards_set_epoch_to_distributed_sampler():
+    base = DistributedSampler(list(range(10)), num_replicas=2, rank=1, shuffle=True, seed=0)
+    sampler = EpochSeededSampler(base, seed=0)
+    sampler.set_epoch(3)
+    assert base.epoch == 3 and len(sampler) == 5
+    assert [k[0] for k in sampler] == list(base)
+
+
+def test_plain_integer_keys_differ_across_workers_and_epochs(vids):
+    ds = TCLRPretrainDataset([(vids["good"][0], 0)] * 4, size=S)
+    torch.manual_seed(0)
+    loader = DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate_pretrain,
+                        worker_init_fn=seed_worker)
+    epoch1 = [b["clips"] for b in loader]
+    epoch2 = [b["clips"] for b in loader]
+    flat = epoch1 + epoch2
+    assert all(not torch.equal(flat[i], flat[j]) for i in range(8) for j in range(i))
+
+
+def test_clip_dataset(vids):
+    videos = [(vids["good"][1], 4), (vids["missing"], 5), (vids["short"], 6)]
+    ds = ClipDataset(videos, size=S, augment="weak")
+    item = ds[(0, 1)]
+    assert item["clip"].shape == (3, 16, S, S) and item["label"] == 4 and item["failures"] == []
+    item = ds[(1, 1)]                                   # missing -> the short (40 frames) one
+    assert ds[(2, 1)]["failures"] == []
+    assert item["index"] == 2 and item["label"] == 6 and len(item["failures"]) == 1
+    plain = ClipDataset(videos, size=S, augment="none")
+    batch = collate_clips([plain[(0, 3)], plain[(2, 3)]])
+    assert batch["clip"].shape == (2, 3, 16, S, S) and batch["label"].tolist() == [4, 6]
+
+
+def test_multiclip_dataset_decodes_once_and_raises_on_bad_videos(vids, monkeypatch):
+    videos = [(vids["long"], 2), (vids["text"], 3)]
+    ds = MultiClipDataset(videos, num_clips=5, size=S)
+    calls = []
+    original = V.VideoReader.decode
+    monkeypatch.setattr(V.VideoReader, "decode", lambda self, i: calls.append(1) or original(self, i))
+    item = ds[0]
+    assert len(calls) == 1
+    assert item["clips"].shape == (5, 3, 16, S, S) and item["label"] == 2 and item["video_id"] == 0
+    batch = collate_multiclip([item, item])
+    assert batch["clips"].shape == (2, 5, 3, 16, S, S) and batch["video_id"].tolist() == [0, 0]
+    with pytest.raises(DatasetError, match="never skips"):
+        ds[1]
+
+
+def test_constructor_checks(vids):
+    with pytest.raises(DatasetError, match="empty"):
+        TCLRPretrainDataset([])
+    with pytest.raises(ValueError):
+        TCLRPretrainDataset([(vids["good"][0], 0)], augment_on="gpu")
+    with pytest.raises(ValueError):
+        TCLRPretrainDataset([(vids["good"][0], 0)], num_local=3)
+
+
+def test_on_the_synthetic_dataset(tiny_ucf):
+    """build_video_list + every dataset on the generated UCF101-layout dataset."""
+    from dataloaders.splits import build_video_list
+    train, classes = build_video_list("synthetic", str(tiny_ucf), 1, "train")
+    test, _ = build_video_list("ucf101", str(tiny_ucf), 1, "test")
+    assert len(classes) == 4 and train and test
+    item = TCLRPretrainDataset(train, size=S)[(0, 1)]
+    assert item["clips"].shape == (2, 5, 3, 16, S, S) and item["failures"] == []
+    clip = ClipDataset(train, size=S)[(1, 2)]
+    assert clip["clip"].shape == (3, 16, S, S) and clip["label"] == train[1][1]
+    assert MultiClipDataset(test, num_clips=3, size=S)[0]["clips"].shape == (3, 3, 16, S, S)

@@ -1,0 +1,142 @@
+"""Table-driven tests of the clip samplers (spec sections 1 and 7)."""
+import numpy as np
+import pytest
+
+from dataloaders.sampling import (clip_indices, eval_clip_indices, eval_clip_starts, min_tclr_frames,
+                                  mirror_pad, pad_tclr_indices, random_clip_indices,
+                                  random_tclr_indices, sample_clip_start, sample_tclr_start,
+                                  tclr_frame_indices)
+from dataloaders.video import VideoDecodeError, VideoTooShortError
+
+
+def release_mirror(clip: list, length: int) -> list:
+    """The release's padding, written as it reads: clip + clip[::-1][1:remaining + 1]."""
+    return clip + clip[::-1][1:length - len(clip) + 1]
+
+
+@pytest.mark.parametrize("frames, start, sparse_first, sparse_last, dense_starts", [
+    (200, 0, 0, 60, [0, 16, 32, 48]),
+    (200, 10, 10, 70, [10, 26, 42, 58]),
+    (175, 110, 110, 170, [110, 126, 142, 158]),
+    (65, 0, 0, 60, [0, 16, 32, 48]),
+    (40, 0, 0, 60, [0, 16, 32, 48]),  # unpadded: indices may pass the end
+])
+def test_tclr_frame_indices_table(frames, start, sparse_first, sparse_last, dense_starts):
+    sparse, dense = tclr_frame_indices(frames, start)
+    assert sparse.dtype == np.int64 and dense.dtype == np.int64
+    assert sparse.shape == (16,) and dense.shape == (4, 16)
+    np.testing.assert_array_equal(sparse, start + 4 * np.arange(16))
+    assert (sparse[0], sparse[-1]) == (sparse_first, sparse_last)
+    assert dense[:, 0].tolist() == dense_starts
+    np.testing.assert_array_equal(np.diff(dense, axis=1), 1)
+    # the dense clips tile the global clip's 64 frames; dense clip j covers sparse frames 4j..4j+3
+    np.testing.assert_array_equal(np.sort(dense.ravel()), start + np.arange(64))
+    for j in range(4):
+        assert set(sparse[4 * j:4 * j + 4]) <= set(dense[j])
+
+
+@pytest.mark.parametrize("frames, start", [(200, 136), (100, 36), (64, 1), (30, 1), (200, -1)])
+def test_tclr_frame_indices_rejects_impossible_starts(frames, start):
+    with pytest.raises(ValueError):
+        tclr_frame_indices(frames, start)
+
+
+def test_generalised_settings():
+    sparse, dense = tclr_frame_indices(100, 3, clip_len=8, sparse_stride=2, num_local=2)
+    np.testing.assert_array_equal(sparse, 3 + 2 * np.arange(8))
+    np.testing.assert_array_equal(dense, [3 + np.arange(8), 11 + np.arange(8)])
+    with pytest.raises(ValueError):
+        tclr_frame_indices(100, 0, clip_len=16, sparse_stride=4, num_local=3)
+
+
+@pytest.mark.parametrize("frames, low, high", [(30, 0, 0), (64, 0, 0), (65, 0, 0), (66, 0, 1),
+                                               (100, 0, 35), (175, 0, 110)])
+def test_sample_tclr_start_range(frames, low, high):
+    rng = np.random.default_rng(0)
+    starts = {sample_tclr_start(frames, rng) for _ in range(3000)}
+    assert min(starts) == low and max(starts) == high and len(starts) == high - low + 1
+
+
+def test_random_tclr_indices_is_reproducible():
+    a = random_tclr_indices(150, np.random.default_rng(7))
+    b = random_tclr_indices(150, np.random.default_rng(7))
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[2], b[2])
+
+
+@pytest.mark.parametrize("indices, frames, min_valid, expected", [
+    ([0, 1, 2, 3, 4, 5], 4, 2, [0, 1, 2, 3, 2, 1]),            # a b c d -> a b c d c b
+    (list(range(16)), 14, 14, list(range(14)) + [12, 11]),
+    (list(range(16)), 16, 16, list(range(16))),
+    (list(range(0, 64, 4)), 57, 14, list(range(0, 57, 4)) + [52]),
+    (list(range(48, 64)), 57, 8, list(range(48, 57)) + [55, 54, 53, 52, 51, 50, 49]),
+])
+def test_mirror_pad_table(indices, frames, min_valid, expected):
+    out = mirror_pad(indices, frames, min_valid)
+    assert out.tolist() == expected
+    valid = [i for i in indices if i < frames]
+    assert out.tolist() == release_mirror(valid, len(indices))
+
+
+@pytest.mark.parametrize("indices, frames, min_valid", [
+    (list(range(16)), 13, 14),          # too few for the global clip
+    (list(range(48, 64)), 55, 8),       # 7 real frames
+    (list(range(48, 64)), 56, 8),       # 8 real frames: the mirror reaches only 15 (as the release)
+    (list(range(4)), 0, 1),
+])
+def test_mirror_pad_refuses(indices, frames, min_valid):
+    with pytest.raises(VideoTooShortError) as info:
+        mirror_pad(indices, frames, min_valid)
+    assert isinstance(info.value, VideoDecodeError) and "mirror padding needs" in info.value.reason
+
+
+def test_pad_tclr_matches_the_release_for_every_short_length():
+    for frames in range(1, 66):
+        sparse, dense = tclr_frame_indices(frames, 0)
+        valid_sparse = [i for i in sparse.tolist() if i < frames]
+        valid_last = [i for i in dense[3].tolist() if i < frames]
+        release_ok = (frames > 56 and len(release_mirror(valid_sparse, 16)) == 16
+                      and len(release_mirror(valid_last, 16)) == 16)
+        try:
+            padded_sparse, padded_dense = pad_tclr_indices(sparse, dense, frames)
+        except VideoTooShortError:
+            assert not release_ok, frames
+            continue
+        assert release_ok, frames
+        assert padded_sparse.tolist() == release_mirror(valid_sparse, 16)
+        assert padded_dense[3].tolist() == release_mirror(valid_last, 16)
+        assert padded_sparse.max() < frames and padded_dense.max() < frames
+
+
+def test_min_tclr_frames():
+    assert min_tclr_frames() == 57
+    assert min_tclr_frames(clip_len=8, sparse_stride=4, num_local=4) == 29
+
+
+@pytest.mark.parametrize("frames, low, high", [(20, 0, 0), (32, 0, 0), (33, 0, 0), (100, 0, 67)])
+def test_sample_clip_start_range(frames, low, high):
+    rng = np.random.default_rng(1)
+    starts = {sample_clip_start(frames, rng) for _ in range(2000)}
+    assert min(starts) == low and max(starts) == high
+
+
+def test_random_clip_indices_pads_short_videos():
+    np.testing.assert_array_equal(clip_indices(5), 5 + 2 * np.arange(16))
+    out = random_clip_indices(20, np.random.default_rng(0))
+    assert out.tolist() == release_mirror(list(range(0, 20, 2)), 16)
+    with pytest.raises(VideoTooShortError):
+        random_clip_indices(16, np.random.default_rng(0))  # 8 of 16 frames
+
+
+@pytest.mark.parametrize("frames, clips", [(175, 10), (300, 10), (42, 10), (30, 10), (100, 9), (60, 1)])
+def test_eval_clip_starts(frames, clips):
+    expected = [max(0, int(x)) for x in np.linspace(0, frames - 2 * 16 - 10, clips)]
+    out = eval_clip_starts(frames, clips)
+    assert out.dtype == np.int64 and out.tolist() == expected
+
+
+def test_eval_clip_indices_shape_and_padding():
+    out = eval_clip_indices(175)
+    assert out.shape == (10, 16) and out.max() < 175
+    short = eval_clip_indices(24)  # every start 0, 12 of 16 frames real
+    assert short.shape == (10, 16) and short.max() < 24
