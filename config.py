@@ -205,7 +205,7 @@ JOBS: dict[str, type] = {
 
 # Presets: flat key -> value. Keys a job does not have are skipped for that job, so one preset
 # can serve pretraining and evaluation alike.
-_PAPER_UCF = {"dataset": "ucf101", "split": 1, "width": 64, "resolution": 112, "batch_size": 40}
+_PAPER_UCF = {"dataset": "ucf101", "split": 1, "width": 64, "resolution": 112}
 PRESETS: dict[str, dict[str, Any]] = {
     "ucf101_r3d18": {**_PAPER_UCF, "backbone": "r3d18"},
     "ucf101_r2plus1d18": {**_PAPER_UCF, "backbone": "r2plus1d18"},

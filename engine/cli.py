@@ -1,4 +1,5 @@
-"""Entry-point wrapper: user-fixable errors end as one clear line and exit status 2, no traceback."""
+"""Entry-point wrapper: user-fixable errors end as one clear line and exit status 2, no traceback;
+a lost peer process of a multi-process job ends as one clear line and exit status 1."""
 
 from __future__ import annotations
 
@@ -26,4 +27,11 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        from engine.distributed import is_peer_failure, peer_failure_message
+        if not is_peer_failure(exc):
+            raise
+        # a traceback into DDP internals would hide the one fact that matters: a peer is gone
+        print(f"error: {peer_failure_message(exc)}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(code or 0)

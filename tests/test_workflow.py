@@ -1,0 +1,454 @@
+"""The reproduction workflow: scripts/make_tables.py on results.json files written by the real
+entry points (and on copies of that format with known numbers), the shell scripts' syntax and
+--dry-run output, and the dataset preparation scripts run offline on a tiny synthetic copy with a
+stand-in RAR extractor."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+SHELL_SCRIPTS = sorted(p.name for p in SCRIPTS.glob("*.sh"))
+CKPT = "runs/pre/checkpoints/latest.pth"
+SELECT_VAL = "val (best accuracy on held-out train videos)"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+def tiny_args(root: Path, out: Path) -> list[str]:
+    """Entry-point flags for one short run on the tiny_ucf fixture (narrow net, 32 px)."""
+    return ["--dataset", "synthetic", "--data-root", str(root), "--synthetic-classes", "4",
+            "--synthetic-videos-per-class", "6", "--synthetic-frames", "72",
+            "--synthetic-width", "64", "--synthetic-height", "48", "--width", "8",
+            "--resolution", "32", "--batch-size", "4", "--num-workers", "0", "--device", "cpu",
+            "--progress", "false", "--out-dir", str(out)]
+
+
+CLASSIFY_TINY = ["--epochs", "1", "--max-steps-per-epoch", "2", "--num-test-clips", "2",
+                 "--select", "last"]
+RETRIEVAL_TINY = ["--num-clips", "2", "--num-grid-queries", "0", "--embedding-points", "0"]
+
+
+def run_script(name: str, *args: str, cwd: Path, env: dict | None = None,
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Run scripts/NAME with bash from ``cwd``; returns the finished process."""
+    proc = subprocess.run(["bash", str(SCRIPTS / name), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def commands(stdout: str) -> list[str]:
+    """The '+ ...' command lines of a script's output."""
+    return [line[2:] for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+def make_tables(*args) -> tuple[int, str, str]:
+    """scripts/make_tables.py main(), in this process (torch is imported already): (status,
+    stdout, stderr)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import make_tables as module
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = module.main([str(a) for a in args])
+    return status, out.getvalue(), err.getvalue()
+
+
+def table_rows(markdown: str, title: str) -> list[str]:
+    """The data rows (after header and alignment) of the table under ``## title``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## " + title))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows[2:]
+
+
+# --------------------------------------------------------------------------------------------
+# results.json from the real entry points
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_results(tiny_ucf, tmp_path_factory) -> dict[str, Path]:
+    """One results.json of each kind, written by train_linear / train_finetune / nn_retrieval."""
+    import nn_retrieval
+    import train_finetune
+    import train_linear
+    out = tmp_path_factory.mktemp("real_runs")
+    runs = {"linear": (train_linear, CLASSIFY_TINY), "finetune": (train_finetune, CLASSIFY_TINY),
+            "retrieval": (nn_retrieval, RETRIEVAL_TINY)}
+    for name, (module, extra) in runs.items():
+        assert module.main(tiny_args(tiny_ucf, out / name) + extra) == 0
+    return {name: out / name / "results.json" for name in runs}
+
+
+def test_make_tables_on_real_results(real_results):
+    res = {k: json.loads(p.read_text()) for k, p in real_results.items()}
+    assert res["linear"]["job"] == "linear" and res["retrieval"]["job"] == "retrieval"
+    status, text, _ = make_tables(real_results["linear"].parent.parent)
+    assert status == 0
+    setting = "random init [width 8, 32px, select last, 2 test clips]"
+    lin, ft = f"{res['linear']['top1']:.1f}", f"{res['finetune']['top1']:.1f}"
+    assert table_rows(text, "Action recognition") == [
+        f"| Linear | synthetic | {setting} | {lin} | {lin} |  |  |",
+        f"| Finetune | synthetic | {setting} | {ft} | {ft} |  |  |",
+    ]
+    recalls = " | ".join(f"{res['retrieval'][f'recall@{k}']:.1f}" for k in (1, 5, 10, 20, 50))
+    assert table_rows(text, "Nearest-neighbour retrieval") == [
+        f"| synthetic | random init [width 8, 32px, 2 clips] | 1 | {recalls} |  |  |"]
+    # the runs' own notes are carried over (here: k capped at the 16-video gallery)
+    assert "k=50 is larger than the gallery" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Known answers on copies of the real format
+# --------------------------------------------------------------------------------------------
+
+def paper_protocol(result: dict) -> dict:
+    """A real results.json turned into a paper-protocol run (R3D-18 at 64, 112 px, defaults)."""
+    r = copy.deepcopy(result)
+    r.update(width=64, resolution=112, notes=[], dataset="ucf101", split=1, seed=0,
+             checkpoint=None, init="random")
+    if r["job"] in ("linear", "finetune"):
+        r.update(select=SELECT_VAL, num_test_clips=10)
+    else:
+        r.update(num_clips=9)
+    return r
+
+
+def variant(base: dict, **fields) -> dict:
+    r = copy.deepcopy(base)
+    if fields.get("checkpoint"):
+        r["init"] = "checkpoint"
+    r.update(fields)
+    return r
+
+
+@pytest.fixture
+def known_results(real_results, tmp_path) -> Path:
+    """results.json files in the engines' format with chosen numbers, in nested folders."""
+    base = {k: paper_protocol(json.loads(p.read_text())) for k, p in real_results.items()}
+    lin, ft, ret = base["linear"], base["finetune"], base["retrieval"]
+    runs = [variant(lin, top1=20.0)]
+    runs += [variant(lin, checkpoint=CKPT, split=s, top1=t) for s, t in ((1, 60.0), (2, 62.0),
+                                                                          (3, 64.0))]
+    runs += [variant(lin, checkpoint=CKPT, label_fraction=0.1, top1=40.0)]
+    runs += [variant(ft, checkpoint=CKPT, seed=s, top1=t) for s, t in ((0, 79.0), (1, 81.0))]
+    runs += [variant(ft, checkpoint=CKPT, dataset="hmdb51", split=s, top1=t)
+             for s, t in ((1, 50.0), (2, 51.0))]
+    recalls = {1: (10.0, 30.0, 40.0, 50.0, 60.0), 2: (50.0, 70.0, 80.0, 90.0, 95.0),
+               3: (54.0, 72.0, 82.0, 91.0, 97.0)}
+
+    def with_recalls(r: dict, values) -> dict:
+        return variant(r, **{f"recall@{k}": v for k, v in zip((1, 5, 10, 20, 50), values)})
+
+    runs += [with_recalls(ret, recalls[1])]
+    runs += [with_recalls(variant(ret, checkpoint=CKPT, split=s), recalls[s + 1])
+             for s in (1, 2)]
+    for i, r in enumerate(runs):
+        folder = tmp_path / "eval" / f"{r['job']}_{i}" / "deeper"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(r, indent=2))
+    return tmp_path / "eval"
+
+
+def test_make_tables_known_answer(known_results, tmp_path):
+    out = tmp_path / "tables" / "t.md"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "make_tables.py"), str(known_results),
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout                   # the command line once; in-process elsewhere
+    assert out.read_text() == text
+    assert text.splitlines()[4] == ("| Protocol | Dataset | Init | Split 1 | Split 2 | Split 3 | "
+                                    "Mean | Paper | Release |")
+    assert table_rows(text, "Action recognition") == [
+        "| Linear | UCF101 | random init | 20.0 |  |  | 20.0 |  |  |",
+        f"| Linear | UCF101 | {CKPT} | 60.0 | 62.0 | 64.0 | 62.0 ± 2.0 |  | 69.9 |",
+        f"| Linear | UCF101 | {CKPT} [10% labels] | 40.0 |  |  | 40.0 |  |  |",
+        f"| Finetune | UCF101 | {CKPT} | 80.0 ± 1.4 (n=2) |  |  | 80.0 | 82.4 | 82 |",
+        f"| Finetune | HMDB51 | {CKPT} | 50.0 | 51.0 |  | 50.5 ± 0.7 | 52.9 |  |",
+    ]
+    assert table_rows(text, "Nearest-neighbour retrieval") == [
+        "| UCF101 | random init | 1 | 10.0 | 30.0 | 40.0 | 50.0 | 60.0 |  |  |",
+        f"| UCF101 | {CKPT} | 1 | 50.0 | 70.0 | 80.0 | 90.0 | 95.0 |  |  |",
+        f"| UCF101 | {CKPT} | 2 | 54.0 | 72.0 | 82.0 | 91.0 | 97.0 |  |  |",
+        f"| UCF101 | {CKPT} | mean | 52.0 ± 2.8 | 71.0 ± 1.4 | 81.0 ± 1.4 | 90.5 ± 0.7 | "
+        "96.0 ± 1.4 | 56.2 | 56.1 |",
+    ]
+    assert "TCLR_SPEC section 9" in text and "Notes:" not in text
+
+
+def test_make_tables_notes_mixed_runs_and_errors(known_results, tmp_path):
+    first = next(known_results.rglob("results.json"))
+    twin = json.loads(first.read_text())
+    twin["num_videos"] += 1                     # same cell, same seed, another test list
+    (tmp_path / "twin").mkdir()
+    (tmp_path / "twin" / "results.json").write_text(json.dumps(twin))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text(json.dumps({"something": 1}))
+    status, text, _ = make_tables(known_results, tmp_path / "twin", tmp_path / "other", first)
+    assert status == 0
+    assert "differ in 'num_videos'" in text and "several runs with seed 0" in text
+    assert "no known 'job' field" in text
+    # the same file reached twice (folder and path) counts once
+    assert text.count("20.0 |  |  | 20.0") == 0 and "(n=2)" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status, _, err = make_tables(empty)
+    assert status == 2 and "no evaluation results.json found" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Shell scripts: syntax and dry runs
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SHELL_SCRIPTS)
+def test_shell_syntax(name):
+    proc = subprocess.run(["bash", "-n", str(SCRIPTS / name)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_eval_suite_dry_run(tmp_path):
+    proc = run_script("eval_ucf101.sh", "ckpts/my_model.pth", "--dry-run", "--splits", "1 2",
+                      "--device", "cuda:1", "--trust-checkpoint", "true",
+                      "--linear-args", "--bn-mode train", cwd=tmp_path)
+    cmds = commands(proc.stdout)
+    out = "runs/eval_ucf101_my_model"
+    assert len(cmds) == 2 * 3 + 1
+    for split in (1, 2):
+        for protocol, script in (("linear", "train_linear.py"), ("finetune", "train_finetune.py"),
+                                 ("retrieval", "nn_retrieval.py")):
+            cmd = next(c for c in cmds if script in c and f"--split {split} " in c)
+            assert cmd.startswith("python ") and "--dataset ucf101" in cmd
+            assert f"--out-dir {out}/{protocol}/split{split}_seed0" in cmd
+            assert "--checkpoint ckpts/my_model.pth" in cmd
+            assert "--device cuda:1 --trust-checkpoint true" in cmd
+            assert ("--bn-mode train" in cmd) == (protocol == "linear")
+    assert cmds[-1].endswith(f"make_tables.py {out} --out {out}/tables.md")
+    assert list(tmp_path.iterdir()) == []          # a dry run creates nothing
+
+
+def test_eval_suite_dry_run_random_torchrun_seeds(tmp_path):
+    proc = run_script("eval_hmdb51.sh", "random", "--dry-run", "--gpus", "2", "--seeds", "0 1",
+                      "--protocols", "linear retrieval", "--out", "res", cwd=tmp_path)
+    cmds = commands(proc.stdout)[:-1]
+    assert len(cmds) == 3 * 2 * 2                   # 3 splits x 2 protocols x 2 seeds (random)
+    assert all(c.startswith("torchrun --standalone --nproc_per_node 2 ") for c in cmds)
+    assert all("--dataset hmdb51" in c and "--checkpoint" not in c for c in cmds)
+    assert not any("train_finetune.py" in c for c in cmds)
+    assert sum("--split 3 --seed 1 --out-dir res/retrieval/split3_seed1" in c for c in cmds) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_suite_rejects_its_own_flags_and_bad_splits(tmp_path):
+    proc = run_script("eval_ucf101.sh", "random", "--dry-run", "--split", "2", cwd=tmp_path,
+                      check=False)
+    assert proc.returncode != 0 and "--split is set by this script" in proc.stderr
+    proc = run_script("eval_ucf101.sh", "random", "--dry-run", "--splits", "4", cwd=tmp_path,
+                      check=False)
+    assert proc.returncode != 0 and "'4' is not 1, 2 or 3" in proc.stderr
+    proc = run_script("eval_ucf101.sh", "missing.pth", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "missing.pth: no such file" in proc.stderr
+
+
+def test_reproduce_paper_dry_run(tmp_path):
+    proc = run_script("reproduce_paper.sh", "--dry-run", "--gpus", "2", "--splits", "1",
+                      "--epochs", "3", "--ucf-root", "/d/ucf", "--hmdb-root", "/d/hmdb",
+                      cwd=tmp_path)
+    cmds = commands(proc.stdout)
+    out = "runs/reproduce_ucf101_r3d18"
+    ckpt = f"{out}/pretrain/checkpoints/latest.pth"
+    pre = cmds[0]
+    assert pre.startswith("torchrun --standalone --nproc_per_node 2 ")
+    assert "train_pretrain.py --preset ucf101_r3d18 --data-root /d/ucf --split 1" in pre
+    assert f"--out-dir {out}/pretrain --resume auto --epochs 3" in pre
+    evals = [c for c in cmds if "--dataset" in c]
+    assert len(evals) == 2 * 3                      # 2 datasets x 3 protocols, split 1
+    for dataset, root in (("ucf101", "/d/ucf"), ("hmdb51", "/d/hmdb")):
+        mine = [c for c in evals if f"--dataset {dataset} " in c]
+        assert len(mine) == 3 and all("--split 1 " in c and f"--checkpoint {ckpt}" in c and
+                                      f"--data-root {root} --backbone r3d18 --width 64" in c
+                                      for c in mine)
+    assert cmds[-1].endswith(f"make_tables.py {out} --out {out}/tables.md")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reproduce_paper_dry_run_preset_and_baseline(tmp_path):
+    proc = run_script("reproduce_paper.sh", "--dry-run", "--preset", "ucf101_c3d", "--baseline",
+                      "--skip-pretrain", "--splits", "2", "--protocols", "retrieval",
+                      cwd=tmp_path)
+    cmds = commands(proc.stdout)
+    assert not any("train_pretrain.py" in c for c in cmds)
+    evals = [c for c in cmds if "nn_retrieval.py" in c]
+    assert len(evals) == 4 and all("--backbone c3d" in c and "--split 2 " in c for c in evals)
+    assert sum("--checkpoint" not in c for c in evals) == 2       # the random-init baseline
+    assert list(tmp_path.iterdir()) == []
+    proc = run_script("reproduce_paper.sh", "--dry-run", "--preset", "nope", cwd=tmp_path,
+                      check=False)
+    assert proc.returncode != 0 and "unknown preset 'nope'" in proc.stderr
+
+
+@pytest.mark.parametrize("dataset,urls", [
+    ("ucf101", ("https://www.crcv.ucf.edu/data/UCF101/UCF101.rar",
+                "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip")),
+    ("hmdb51", ("https://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/hmdb51_org.rar",
+                "https://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/"
+                "test_train_splits.rar")),
+])
+def test_prepare_dry_run(tmp_path, dataset, urls):
+    root = tmp_path / "data"
+    proc = run_script(f"prepare_{dataset}.sh", "--dry-run", "--root", str(root), cwd=tmp_path)
+    cmds = commands(proc.stdout)
+    downloads = [c for c in cmds if c.startswith("curl ")]
+    assert [d.split()[-1] for d in downloads] == list(urls)
+    assert any(c.startswith(("unrar x", "7z x", "7zz x", "7za x", "unar ")) for c in cmds)
+    assert any(f"verify_dataset_counts.py --dataset {dataset} --root {root}" in c for c in cmds)
+    assert any("-m dataloaders.check" in c and f"--root {root}" in c for c in cmds)
+    assert list(tmp_path.iterdir()) == []
+    # archives already at hand: no download; a URL can be overridden
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    name = urls[0].rsplit("/", 1)[1]
+    (archives / name).write_bytes(b"x")
+    env = {"UCF101_SPLITS_URL": "https://mirror/u.zip", "HMDB51_SPLITS_URL": "https://mirror/h.rar"}
+    proc = run_script(f"prepare_{dataset}.sh", "--dry-run", "--root", str(root), "--archives",
+                      str(archives), cwd=tmp_path, env=env)
+    downloads = [c for c in commands(proc.stdout) if c.startswith("curl ")]
+    assert len(downloads) == 1 and downloads[0].split()[-1].startswith("https://mirror/")
+    assert f"found {archives / name}: no download" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archives"]
+
+
+# --------------------------------------------------------------------------------------------
+# Preparation, for real, offline, on tiny copies (a stand-in unrar unpacks tar files)
+# --------------------------------------------------------------------------------------------
+
+FAKE_UNRAR = """#!/bin/sh
+# stand-in for `unrar x -o+ -idq ARCHIVE DEST/`: the test's "RAR" archives are tar files
+[ "$1" = x ] || exit 3
+exec tar -xf "$4" -C "$5"
+"""
+
+
+@pytest.fixture
+def fake_unrar(tmp_path) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "unrar").write_text(FAKE_UNRAR)
+    (bin_dir / "unrar").chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAR_TOOL": "unrar"}
+
+
+def tar_folders(archive: Path, base: Path, names: list[str]) -> None:
+    with tarfile.open(archive, "w") as tar:
+        for name in names:
+            tar.add(base / name, arcname=name)
+
+
+def test_prepare_ucf101_archive_at_hand_and_mirror(tiny_ucf, tmp_path, fake_unrar):
+    """The video archive is already downloaded; the split archive comes from a (file://) mirror."""
+    archives, root, mirror = tmp_path / "archives", tmp_path / "ucf", tmp_path / "mirror"
+    archives.mkdir()
+    mirror.mkdir()
+    tar_folders(archives / "UCF101.rar", tiny_ucf, ["UCF-101"])
+    with zipfile.ZipFile(mirror / "splits.zip", "w") as z:
+        for f in sorted((tiny_ucf / "ucfTrainTestlist").iterdir()):
+            z.write(f, f"ucfTrainTestlist/{f.name}")
+    args = ("--root", str(root), "--archives", str(archives), "--workers", "1")
+    env = {**fake_unrar, "VERIFY_COUNTS_OPTS": "--expect-videos 24 --expect-classes 4",
+           "UCF101_SPLITS_URL": (mirror / "splits.zip").as_uri()}
+    proc = run_script("prepare_ucf101.sh", *args, cwd=tmp_path, env=env)
+    assert "counts OK" in proc.stdout and "ucf101 is ready" in proc.stdout
+    assert [c.split()[0] for c in commands(proc.stdout)].count("curl") == 1
+    assert (archives / "UCF101TrainTestSplits-RecognitionTask.zip").is_file()
+    assert len(list((root / "UCF-101").glob("*/*.avi"))) == 24
+    assert (root / "ucfTrainTestlist" / "testlist03.txt").is_file()
+    assert json.loads((root / "preflight_check.json").read_text())["decodable"] == 24
+    # a rerun skips the unpacking; the official counts do not match this copy: non-zero exit
+    proc = run_script("prepare_ucf101.sh", *args, "--offline", "--skip-decode-check",
+                      cwd=tmp_path, env=fake_unrar, check=False)
+    assert proc.returncode != 0 and "videos already in" in proc.stdout
+    assert "24 videos on disk" in proc.stdout and "expected 13320" in proc.stdout
+
+
+def test_prepare_hmdb51_offline(tmp_path, fake_unrar):
+    from dataloaders import synthetic
+    source, archives, root = tmp_path / "source", tmp_path / "archives", tmp_path / "hmdb"
+    synthetic.generate(str(source), classes=3, videos_per_class=4, frames=60, width=32,
+                       height=24, seed=1, layout="hmdb51", progress=False)
+    classes = sorted(p.name for p in source.iterdir() if p.is_dir() and p.name[0] != "t")
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    for name in classes:
+        tar_folders(inner / f"{name}.rar", source, [name])
+    archives.mkdir()
+    tar_folders(archives / "hmdb51_org.rar", inner, [f"{n}.rar" for n in classes])
+    tar_folders(archives / "test_train_splits.rar", source, ["testTrainMulti_7030_splits"])
+    env = {**fake_unrar, "VERIFY_COUNTS_OPTS": "--expect-videos 12 --expect-classes 3"}
+    proc = run_script("prepare_hmdb51.sh", str(root), "--archives", str(tmp_path / "none"),
+                      "--offline", cwd=tmp_path, env=env, check=False)
+    assert proc.returncode != 0 and "hmdb51_org.rar is missing and --offline" in proc.stderr
+    proc = run_script("prepare_hmdb51.sh", str(root), "--archives", str(archives), "--offline",
+                      "--workers", "1", cwd=tmp_path, env=env)
+    assert "unpacked 3 class archives" in proc.stdout and "counts OK" in proc.stdout
+    assert sorted(p.parent.name for p in root.glob("*/*.avi")) == sorted(classes * 4)
+    assert not (archives / "hmdb51_class_rars").exists()
+    assert json.loads((root / "preflight_check.json").read_text())["decodable"] == 12
+
+
+def test_verify_counts_finds_unlisted_and_missing_videos(tiny_ucf, tmp_path):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import verify_dataset_counts as vdc
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    root = tmp_path / "ucf"
+    shutil.copytree(tiny_ucf, root)
+    one = next((root / "UCF-101").glob("*/*.avi"))
+    shutil.copy(one, one.with_name("v_extra_g99_c01.avi"))
+    expected = vdc.Expected(videos=25, classes=4, partition=True)
+    problems = vdc.check_counts("ucf101", str(root), expected)
+    assert len(problems) == 3 and all("1 videos on disk are in neither list" in p
+                                      for p in problems)
+    one.unlink()
+    with pytest.raises(vdc.DatasetError, match="missing"):
+        vdc.check_counts("ucf101", str(root), expected)
+
+
+@pytest.mark.slow
+def test_eval_suite_runs_for_real(tiny_ucf, tmp_path):
+    """The whole suite on the tiny dataset: three entry-point processes, then the tables."""
+    out = tmp_path / "suite"
+    flags = tiny_args(tiny_ucf, out)
+    flags = [f for i, f in enumerate(flags) if f not in ("--dataset", "--out-dir") and
+             flags[i - 1] not in ("--dataset", "--out-dir")]
+    proc = run_script("eval_suite.sh", "synthetic", "random", "--splits", "1", "--out", str(out),
+                      "--linear-args", " ".join(CLASSIFY_TINY),
+                      "--finetune-args", " ".join(CLASSIFY_TINY),
+                      "--retrieval-args", " ".join(RETRIEVAL_TINY), "--", *flags, cwd=ROOT)
+    assert len(list(out.rglob("results.json"))) == 3
+    assert (out / "tables.md").read_text().count("| synthetic |") == 3
+    again = run_script("eval_suite.sh", "synthetic", "random", "--splits", "1", "--out",
+                       str(out), "--", *flags, cwd=ROOT)
+    assert again.stdout.count("skipped:") == 3
