@@ -1,0 +1,249 @@
+"""Tests of the synthetic dataset generator (dataloaders/synthetic.py).
+
+The split files are read with a tiny parser written here from the official formats (TCLR_SPEC
+section 8), independent of dataloaders.splits.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dataloaders import synthetic
+from dataloaders.synthetic import SyntheticDatasetError, generate, main
+
+TINY = dict(classes=5, videos_per_class=4, frames=24, width=64, height=48, seed=0, progress=False)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small reader of the official formats.
+
+
+def read_lines(path: Path, eol: str) -> list[str]:
+    """Lines of a split file, checking that every line ends with `eol`."""
+    text = path.read_bytes().decode("ascii")
+    assert text.endswith(eol), f"{path} does not end with {eol!r}"
+    lines = text.split(eol)[:-1]
+    assert all("\n" not in line and "\r" not in line for line in lines), f"{path}: mixed line ends"
+    return lines
+
+
+def parse_ucf(root: Path) -> tuple[list[str], dict[int, dict[str, list[tuple[str, int]]]]]:
+    """(class names in classInd order, {split: {"train"/"test": [(rel path, 0-based label)]}})."""
+    lists = root / "ucfTrainTestlist"
+    names = []
+    for number, line in enumerate(read_lines(lists / "classInd.txt", "\r\n"), start=1):
+        index, name = line.split(" ")
+        assert int(index) == number and re.fullmatch(r"[A-Z][A-Za-z]+", name), line
+        names.append(name)
+    splits = {}
+    for k in (1, 2, 3):
+        train = []
+        for line in read_lines(lists / f"trainlist0{k}.txt", "\r\n"):
+            match = re.fullmatch(r"([A-Za-z]+)/v_\1_g\d\d_c\d\d\.avi (\d+)", line)
+            assert match, f"trainlist0{k}: bad line {line!r}"
+            assert names[int(match.group(2)) - 1] == match.group(1), line
+            train.append((line.split(" ")[0], int(match.group(2)) - 1))
+        test = []
+        for line in read_lines(lists / f"testlist0{k}.txt", "\r\n"):
+            match = re.fullmatch(r"([A-Za-z]+)/v_\1_g\d\d_c\d\d\.avi", line)
+            assert match, f"testlist0{k}: bad line {line!r}"
+            test.append((line, names.index(line.split("/")[0])))
+        splits[k] = {"train": train, "test": test}
+    return names, splits
+
+
+def decode(path: Path) -> np.ndarray:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    ok, frame = capture.read()
+    while ok:
+        frames.append(frame)
+        ok, frame = capture.read()
+    capture.release()
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="module")
+def ucf_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ucf")
+    generate(root, **TINY)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layout, files and splits.
+
+
+def test_videos_decode_with_requested_frame_count_and_size(ucf_root):
+    videos = sorted((ucf_root / "UCF-101").glob("*/*.avi"))
+    assert len(videos) == TINY["classes"] * TINY["videos_per_class"]
+    for path in videos:
+        frames = decode(path)
+        assert frames.shape == (TINY["frames"], TINY["height"], TINY["width"], 3), path
+        assert frames.std() > 1.0, f"{path} decodes to a blank video"
+
+
+def test_ucf_split_files_follow_official_formats(ucf_root):
+    names, splits = parse_ucf(ucf_root)
+    assert names == sorted(names) == sorted(c.name for c in synthetic.TEMPORAL_CLASSES[:TINY["classes"]])
+    for k, split in splits.items():
+        train, test = split["train"], split["test"]
+        assert not {p for p, _ in train} & {p for p, _ in test}
+        assert len(train) + len(test) == TINY["classes"] * TINY["videos_per_class"]
+        for subset in (train, test):
+            assert {label for _, label in subset} == set(range(len(names))), f"split {k}: class missing"
+            for rel, label in subset:
+                assert (ucf_root / "UCF-101" / rel).is_file(), rel
+                assert rel.startswith(names[label] + "/")
+        groups = lambda rows: {re.search(r"_(g\d\d)_", p).group(1) for p, _ in rows}  # noqa: E731
+        assert not groups(train) & groups(test), f"split {k} is not group-wise"
+    assert len({tuple(s["test"]) for s in splits.values()}) == 3, "the three splits must differ"
+
+
+@pytest.mark.parametrize("videos, groups, test_band", [(4, 4, 1), (12, 4, 1), (30, 7, 2), (100, 25, 7)])
+def test_groups_and_test_bands_like_ucf101(videos, groups, test_band):
+    sizes = synthetic.group_layout(videos)
+    assert len(sizes) == groups and sum(sizes) == videos and max(sizes) - min(sizes) <= 1
+    roles = [synthetic.ucf_roles(g, groups) for g in range(1, groups + 1)]
+    for k in (1, 2, 3):
+        tested = [g for g, r in enumerate(roles, start=1) if r[k] == "test"]
+        assert tested == list(range((k - 1) * test_band + 1, k * test_band + 1))
+
+
+def test_official_ucf_bands_for_25_groups():
+    roles = [synthetic.ucf_roles(g, 25) for g in range(1, 26)]
+    assert [g for g, r in enumerate(roles, 1) if r[1] == "test"] == list(range(1, 8))
+    assert [g for g, r in enumerate(roles, 1) if r[3] == "test"] == list(range(15, 22))
+    assert all(r[k] == "train" for r in roles[21:] for k in (1, 2, 3))
+
+
+def test_hmdb51_layout(tmp_path):
+    summary = generate(tmp_path, **{**TINY, "videos_per_class": 10, "layout": "hmdb51"})
+    splits_dir = tmp_path / "testTrainMulti_7030_splits"
+    folders = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p != splits_dir)
+    assert folders == sorted(summary.class_names) and all(re.fullmatch(r"[a-z_]+", f) for f in folders)
+    for name in folders:
+        for k in (1, 2, 3):
+            path = splits_dir / f"{name}_test_split{k}.txt"
+            ids = {}
+            for line in read_lines(path, " \n"):
+                file_name, video_id = line.split(" ")
+                assert (tmp_path / name / file_name).is_file() and video_id in ("0", "1", "2"), line
+                ids[file_name] = int(video_id)
+            assert len(ids) == 10 and sorted(ids.values()).count(2) == 3 and 1 in ids.values(), ids
+            assert list(ids.values()).count(0) == 1  # 10 % unused, as the official files have some
+
+
+# ---------------------------------------------------------------------------------------------------
+# Determinism and output-folder handling.
+
+
+def test_deterministic_by_seed(ucf_root, tmp_path):
+    again = tmp_path / "again"
+    generate(again, **TINY)
+    for path in (ucf_root / "ucfTrainTestlist").iterdir():
+        assert path.read_bytes() == (again / "ucfTrainTestlist" / path.name).read_bytes(), path.name
+    some = ["Expand/v_Expand_g01_c01.avi", "Shrink/v_Shrink_g04_c01.avi"]
+    for rel in some:
+        assert np.array_equal(decode(ucf_root / "UCF-101" / rel), decode(again / "UCF-101" / rel)), rel
+    other = tmp_path / "other"
+    generate(other, **{**TINY, "seed": 1})
+    for rel in some:
+        assert not np.array_equal(decode(ucf_root / "UCF-101" / rel), decode(other / "UCF-101" / rel))
+
+
+def test_workers_give_the_same_videos(ucf_root, tmp_path):
+    generate(tmp_path, **{**TINY, "classes": 2, "workers": 2})
+    rel = "Shrink/v_Shrink_g02_c01.avi"
+    assert np.array_equal(decode(ucf_root / "UCF-101" / rel), decode(tmp_path / "UCF-101" / rel))
+
+
+def test_existing_dataset_is_skipped_and_others_are_protected(ucf_root, tmp_path):
+    assert generate(ucf_root, **TINY).skipped
+    with pytest.raises(SyntheticDatasetError, match="different synthetic dataset.*--overwrite"):
+        generate(ucf_root, **{**TINY, "frames": 20})
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SyntheticDatasetError, match="not a synthetic dataset"):
+        generate(tmp_path, **TINY)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_only_what_it_wrote(tmp_path):
+    generate(tmp_path, **{**TINY, "classes": 3})
+    (tmp_path / "keep.txt").write_text("user file")
+    summary = generate(tmp_path, **{**TINY, "classes": 2, "frames": 20}, overwrite=True)
+    assert not summary.skipped and summary.frames == 20
+    assert sorted(p.name for p in (tmp_path / "UCF-101").iterdir()) == ["Expand", "Shrink"]
+    assert (tmp_path / "keep.txt").read_text() == "user file"
+    assert decode(next((tmp_path / "UCF-101" / "Expand").glob("*.avi"))).shape[0] == 20
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"classes": synthetic.MAX_CLASSES + 1}, f"2 to {synthetic.MAX_CLASSES} classes"),
+    ({"videos_per_class": 3}, "at least 4"),
+    ({"width": 63}, "even"),
+    ({"layout": "kinetics"}, "ucf101"),
+])
+def test_bad_arguments_are_named(tmp_path, change, message):
+    with pytest.raises(SyntheticDatasetError, match=message):
+        generate(tmp_path, **{**TINY, **change})
+
+
+def test_class_registry():
+    names = [c.name for c in synthetic.TEMPORAL_CLASSES]
+    assert len(names) == len(set(names)) >= 10
+    assert all(re.fullmatch(r"(?:[A-Z][a-z]+)+", n) for n in names)
+    assert synthetic.hmdb_class_name("SwingVertical") == "swing_vertical"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line.
+
+
+def test_main_flags(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "cli"), "--classes", "2", "--videos-per-class", "4", "--frames", "12",
+            "--width", "32", "--height", "32", "--seed", "3", "--layout", "hmdb51", "--quiet"]
+    assert main(argv) == 0
+    assert "2 classes, 8 videos of 12 frames at 32x32" in capsys.readouterr().out
+    assert decode(next((tmp_path / "cli" / "expand").glob("*.avi"))).shape == (12, 32, 32, 3)
+    assert main(argv) == 0 and "already present, skipped" in capsys.readouterr().out
+    assert main(argv[:2] + ["--classes", "99"]) == 2
+    assert "error: classes=99" in capsys.readouterr().err
+
+
+def test_module_runs_as_script(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dataloaders.synthetic", "--out", str(tmp_path / "s"), "--classes", "2",
+         "--videos-per-class", "4", "--frames", "8", "--width", "32", "--height", "24", "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    names, splits = parse_ucf(tmp_path / "s")
+    assert names == ["Expand", "Shrink"] and len(splits[1]["train"]) == 6
+
+
+# ---------------------------------------------------------------------------------------------------
+# Classes need time: single frames are at chance, clips are not (TCLR_SPEC section 11).
+
+
+def test_single_frames_are_ambiguous_but_clips_are_not(tmp_path):
+    generate(tmp_path, classes=6, videos_per_class=12, frames=48, width=64, height=48, seed=0,
+             progress=False)
+    report = synthetic.separability_check(tmp_path, samples_per_video=3, seed=0)
+    assert report.chance == pytest.approx(1 / 6) and report.test_videos == 18
+    assert report.frame_accuracy < report.chance + 0.15, report
+    assert report.clip_accuracy > max(0.45, report.frame_accuracy + 0.3), report
+
+
+@pytest.mark.slow
+def test_separability_all_classes(tmp_path):
+    generate(tmp_path, classes=synthetic.MAX_CLASSES, videos_per_class=40, frames=96, width=64,
+             height=48, seed=0, progress=False, workers=2)
+    report = synthetic.separability_check(tmp_path, seed=0)
+    assert report.frame_accuracy < 2 * report.chance, report
+    assert report.clip_accuracy > 0.6, report
