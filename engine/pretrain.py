@@ -173,6 +173,55 @@ def batch_clips(batch: dict, device: torch.device, cfg: PretrainConfig) -> torch
     return augment_pretrain_batch(batch, device, size=cfg.data.resolution, color=cfg.data.color)
 
 
+def forward_loss(model: nn.Module, clips: torch.Tensor, device: torch.device,
+                 dtype: torch.dtype | None, temperature: float = 0.1,
+                 weights: dict[str, float] | None = None, loss_fn=None) -> dict:
+    """The forward half of a pretraining step: model under autocast, then the TCLR terms.
+
+    Args:
+        model: a TCLRModel (possibly wrapped by DDP / torch.compile).
+        clips: float [B, V, 1+K, C, T, S, S] on ``device``.
+        dtype: autocast dtype (``amp_dtype``), None = float32.
+        temperature, weights: as ``losses.tclr_loss`` takes them.
+        loss_fn: a function with ``losses.tclr_loss``'s signature; None = ``losses.tclr_loss``,
+            looked up at every call (tests replace it there).
+
+    Returns:
+        The loss function's dict of 0-dim tensors ("total" and the four terms).
+    """
+    if loss_fn is None:
+        import losses
+        loss_fn = losses.tclr_loss
+    with autocast(device, dtype):
+        outputs = model(clips)
+    # The release (DataParallel) contrasted each video against the whole global batch: gather
+    # the representations of every process along the batch axis (dim 1 of each output).
+    sparse_global, sparse_local, dense_global = (gather_batch(o, dim=1) for o in outputs)
+    return loss_fn(sparse_global, sparse_local, dense_global, temperature=temperature,
+                   weights=weights)
+
+
+def backward_step(total: torch.Tensor, optimizer, scaler) -> None:
+    """The backward half: gradients of ``total`` (through the grad scaler), one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train_step(model: nn.Module, clips: torch.Tensor, optimizer, scaler, device: torch.device,
+               dtype: torch.dtype | None, temperature: float = 0.1,
+               weights: dict[str, float] | None = None, loss_fn=None) -> dict:
+    """One whole pretraining step without the loop's checks (benchmarks, tests).
+
+    ``train_one_epoch`` runs the same two halves with its non-finite and bad-video checks between
+    them. Arguments as ``forward_loss``; returns its dict of terms.
+    """
+    terms = forward_loss(model, clips, device, dtype, temperature, weights, loss_fn)
+    backward_step(terms["total"], optimizer, scaler)
+    return terms
+
+
 def _lr_for(cfg: PretrainConfig, state: TrainState, step_frac: float) -> float:
     if cfg.schedule == "cosine":
         return cosine_lr(state.epoch, step_frac, cfg.lr, cfg.warmup_factors, cfg.epochs)
@@ -191,7 +240,6 @@ class EpochResult:
 def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler,
                     state: TrainState, stop: StopFlag, save_fn) -> EpochResult:
     """Run (the rest of) epoch ``state.epoch``; update ``state`` after every step."""
-    from losses import tclr_loss
     cfg: PretrainConfig = ctx.cfg
     device, dtype = ctx.device, amp_dtype(cfg.amp, ctx.device)
     weights = config_mod.loss_weights(cfg)
@@ -219,13 +267,7 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
         t_data = time.perf_counter()
         set_lr(optimizer, _lr_for(cfg, state, state.step_in_epoch / max(1, steps_total)))
         clips = batch_clips(batch, device, cfg)                       # [B, V, 1+K, C, T, S, S]
-        with autocast(device, dtype):
-            outputs = model(clips)
-        # The release (DataParallel) contrasted each video against the whole global batch: gather
-        # the representations of every process along the batch axis (dim 1 of each output).
-        sparse_global, sparse_local, dense_global = (gather_batch(o, dim=1) for o in outputs)
-        terms = tclr_loss(sparse_global, sparse_local, dense_global,
-                          temperature=cfg.temperature, weights=weights)
+        terms = forward_loss(model, clips, device, dtype, cfg.temperature, weights)
         failures = batch.get("failures", [])
         flags = torch.tensor([float(stop.requested),
                               float(len(failures) > cfg.data.max_bad_fraction * clips.shape[0])])
@@ -248,10 +290,7 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
                 f"{state.epoch}, step {state.step_in_epoch}:\n  {listing}\nRun "
                 f"`python -m dataloaders.check --dataset {cfg.data.dataset} --root "
                 f"{cfg.data.data_root}` to list every bad file.")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms["total"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        backward_step(terms["total"], optimizer, scaler)
 
         state.step_in_epoch += 1
         state.global_step += 1
@@ -288,18 +327,23 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
 # The whole run
 # --------------------------------------------------------------------------------------------
 
-def _prepare_model(cfg: PretrainConfig, ctx: RunContext) -> tuple[nn.Module, nn.Module]:
-    """(model to train, possibly wrapped; the plain module)."""
+def prepare_model(cfg: PretrainConfig, device: torch.device,
+                  distributed: bool = False) -> tuple[nn.Module, nn.Module]:
+    """The model as configured (seeded init, memory format, checkpointing, DDP, compile).
+
+    Returns:
+        (model to train, possibly wrapped; the plain module).
+    """
     seed_everything(cfg.seed)
-    model = build_model(cfg).to(ctx.device)
+    model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     if cfg.grad_checkpoint:
         unwrap(model).backbone.grad_checkpoint = True
-    if ctx.dist.distributed:
+    if distributed:
         if cfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     plain = unwrap(model)
     if cfg.compile:
@@ -335,7 +379,7 @@ def run(cfg: PretrainConfig) -> dict:
 
 def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     loader, sampler, n_videos, n_classes = _build_data(cfg, ctx)
-    model, plain = _prepare_model(cfg, ctx)
+    model, plain = prepare_model(cfg, ctx.device, ctx.dist.distributed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = make_scaler(ctx.device, amp_dtype(cfg.amp, ctx.device))
     state = TrainState()
