@@ -215,7 +215,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: a narrow R3D-18 on small synthetic videos (TCLR_SPEC section 11's sizing hint).
     "demo": {
         "dataset": "synthetic", "data_root": "data/synthetic_demo", "backbone": "r3d18",
-        "width": 16, "resolution": 32, "num_workers": 2, "amp": "off",
+        "width": 16, "resolution": 32, "num_workers": 2, "amp": "off", "batch_size": 10,
+        "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
         "synthetic_classes": 6, "synthetic_videos_per_class": 30, "synthetic_frames": 96,
         "synthetic_width": 64, "synthetic_height": 48,
     },

@@ -13,19 +13,11 @@ grid and the test features for its embedding projector. Without --checkpoint: ra
 
 from __future__ import annotations
 
-from config import describe, parse_config
-from engine.cli import run_main
-from engine.distributed import env_world_size
+from engine.cli import job_main, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, args = parse_config("retrieval", argv, world_size=env_world_size())
-    if args.print_config:
-        print(describe(cfg))
-        return 0
-    from engine.retrieval import run
-    run(cfg)
-    return 0
+    return job_main("retrieval", "engine.retrieval:run", argv)
 
 
 if __name__ == "__main__":

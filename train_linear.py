@@ -15,19 +15,11 @@ checkpoints/{latest,best}.pth into --out-dir.
 
 from __future__ import annotations
 
-from config import describe, parse_config
-from engine.cli import run_main
-from engine.distributed import env_world_size
+from engine.cli import job_main, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, args = parse_config("linear", argv, world_size=env_world_size())
-    if args.print_config:
-        print(describe(cfg))
-        return 0
-    from engine.classify import run
-    run(cfg)
-    return 0
+    return job_main("linear", "engine.classify:run", argv)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        _remove_stale_temps(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         why = ("the disk is full; free space or point --out-dir elsewhere"
@@ -50,6 +51,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         raise CheckpointWriteError(f"could not write checkpoint {path}: {why}. "
                                    f"The previous {path.name}, if any, is intact.") from exc
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of ``path`` left by writers killed mid-write (each as big as a
+    checkpoint: a job preempted often would otherwise fill the disk with them). Only one process
+    writes a run's checkpoints, so after our own write succeeded every other one is stale."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -49,8 +49,8 @@ from config import ClassifyConfig, ConfigError, LinearConfig
 from engine import checkpoint as ckpt_io
 from engine import metrics
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
-                           make_scaler, seed_everything, setup_run)
-from engine.distributed import all_gather_objects, all_reduce_sum, cleanup
+                           make_scaler, run_job, seed_everything)
+from engine.distributed import all_gather_objects, all_reduce_sum
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
 from engine.schedules import PlateauState, plateau_update, set_lr
 
@@ -522,12 +522,7 @@ class Selection:
 def run(cfg: ClassifyConfig) -> dict:
     """Train and test a classifier as configured; returns the results dict (also results.json)."""
     title = "linear evaluation" if isinstance(cfg, LinearConfig) else "full finetuning"
-    ctx = setup_run(cfg, title)
-    try:
-        return _run(cfg, ctx)
-    finally:
-        ctx.close()
-        cleanup()
+    return run_job(cfg, title, _run)
 
 
 def _run(cfg: ClassifyConfig, ctx: RunContext) -> dict:

@@ -3,6 +3,7 @@ a lost peer process of a multi-process job ends as one clear line and exit statu
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Callable
 
@@ -19,13 +20,39 @@ def user_errors() -> tuple[type[BaseException], ...]:
             TrainingError, SyntheticDatasetError)
 
 
+def _message(exc: BaseException) -> str:
+    """The error's message; for one re-raised from a DataLoader worker, the worker's own message
+    without the worker's traceback that the DataLoader puts in front of it."""
+    text = str(exc)
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return text
+    own = re.search(rf"^(?:[\w.]+\.)?{re.escape(type(exc).__qualname__)}: ", text, re.MULTILINE)
+    return text[own.end():].rstrip() if own else text
+
+
+def job_main(job: str, runner: str, argv: list[str] | None = None) -> int:
+    """The body of every entry point: parse the job's config, honour --print-config, then call
+    ``runner`` ("module:function", imported only now so --help and config errors stay fast)."""
+    import importlib
+
+    from config import describe, parse_config
+    from engine.distributed import env_world_size
+    cfg, args = parse_config(job, argv, world_size=env_world_size())
+    if args.print_config:
+        print(describe(cfg))
+        return 0
+    module, function = runner.split(":")
+    getattr(importlib.import_module(module), function)(cfg)
+    return 0
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call ``main(argv)``; turn the project's user errors into ``error: ...`` and exit code 2."""
     errors = user_errors()
     try:
         code = main(argv)
     except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:
         from engine.distributed import is_peer_failure, peer_failure_message

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import multiprocessing
 import os
 import random
 import signal
@@ -61,6 +63,17 @@ def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None) ->
            extra_banner)
     return RunContext(cfg=cfg, dist=dist_info, run_dir=run_dir, logger=logger,
                       tb=TensorBoard(run_dir / "tensorboard"), jsonl=JsonlLog(run_dir / "log.jsonl"))
+
+
+def run_job(cfg: Any, title: str, body) -> Any:
+    """``body(cfg, ctx)`` inside a set-up run; closes the logs and leaves the process group after."""
+    from engine.distributed import cleanup
+    ctx = setup_run(cfg, title)
+    try:
+        return body(cfg, ctx)
+    finally:
+        ctx.close()
+        cleanup()
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,6 +143,32 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _kill_workers_at_exit() -> None:
+    """SIGKILL the DataLoader workers still running when the interpreter exits.
+
+    They ignore SIGTERM (see _worker_signals), and multiprocessing's exit handler, which runs after
+    this one, ends daemonic children with SIGTERM and then waits for them: the workers of a loader
+    kept alive by an exception's traceback would otherwise hold up the exit forever. The
+    DataLoader's SIGCHLD handler goes first: it would report the killed workers as an error.
+    """
+    workers = [child for child in multiprocessing.active_children() if child.daemon]
+    if workers:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in workers:
+        child.kill()
+        child.join()
+
+
+_EXIT_HANDLER_REGISTERED = False
+
+
+def _register_exit_handler() -> None:
+    global _EXIT_HANDLER_REGISTERED
+    if not _EXIT_HANDLER_REGISTERED:
+        atexit.register(_kill_workers_at_exit)
+        _EXIT_HANDLER_REGISTERED = True
+
+
 class _WorkerInit:
     """Picklable worker_init_fn: signal policy plus the data package's per-worker seeding."""
 
@@ -180,6 +219,8 @@ def make_loader(dataset: Dataset, cfg: Any, dist_info: DistInfo, *, train: bool,
                               shuffle=train, seed=cfg.seed, drop_last=train)
     sampler = SkipFirst(EpochSeededSampler(base, cfg.seed) if train else base)
     workers = cfg.data.num_workers
+    if workers > 0:
+        _register_exit_handler()
     # Each worker builds whole batches and keeps prefetch_factor of them in shared memory: at the
     # paper's size a batch is ~1 GB (float32 [40, 2, 5, 3, 16, 112, 112]; ~0.75 GB of raw 320x240
     # uint8 frames with augment_on="device"), so 8 workers at 2 already hold ~16 GB. Throughput is

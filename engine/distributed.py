@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,33 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistInfo
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+# What collectives raise when a peer process died, hung past the timeout or became unreachable:
+# gloo raises plain RuntimeErrors from its transport; NCCL and the rendezvous store raise DistError.
+_PEER_FAILURE_TEXTS = ("gloo/transport", "Connection reset by peer", "Connection closed by peer",
+                       "Timed out waiting")
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective of a multi-process job failing because of another process."""
+    if env_world_size() <= 1:
+        return False
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _PEER_FAILURE_TEXTS)
+
+
+def peer_failure_message(exc: BaseException) -> str:
+    """One line for :func:`is_peer_failure` errors: which process, what happened, what to do."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(exc).__name__
+    detail = re.split(r"(?<=\.)\s", detail, maxsplit=1)[0].rstrip(".")  # the first sentence
+    rank = os.environ.get("RANK", "?")
+    return (f"process {rank} of {env_world_size()} lost contact with another process of the job "
+            f"(it died, hung for longer than --dist-timeout-s, or the network failed): {detail}. "
+            "The launcher's log names the process that failed first; restart the job "
+            "(pretraining continues from the last checkpoint with --resume auto).")
 
 
 def get_rank() -> int:

@@ -21,8 +21,8 @@ import config as config_mod
 from config import PretrainConfig
 from engine import checkpoint as ckpt_io
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
-                           make_scaler, seed_everything, setup_run)
-from engine.distributed import all_gather_objects, all_reduce_sum, cleanup, gather_batch
+                           make_scaler, run_job, seed_everything)
+from engine.distributed import all_gather_objects, all_reduce_sum, gather_batch
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
 from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
 
@@ -369,12 +369,7 @@ def _build_data(cfg: PretrainConfig, ctx: RunContext):
 
 def run(cfg: PretrainConfig) -> dict:
     """Pretrain as configured; return a summary dict (also written to the JSON-lines log)."""
-    ctx = setup_run(cfg, "TCLR pretraining")
-    try:
-        return _run(cfg, ctx)
-    finally:
-        ctx.close()
-        cleanup()
+    return run_job(cfg, "TCLR pretraining", _run)
 
 
 def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:

@@ -30,8 +30,8 @@ from config import RetrievalConfig
 from engine import checkpoint as ckpt_io
 from engine import metrics
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
-                           seed_everything, setup_run)
-from engine.distributed import all_gather_objects, barrier, cleanup
+                           run_job, seed_everything)
+from engine.distributed import all_gather_objects, barrier
 
 CACHE_VERSION = 1
 
@@ -115,7 +115,7 @@ def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
         return {"init": "random", "seed": cfg.seed}
     p = Path(cfg.checkpoint).resolve()
     if not p.is_file():
-        raise ckpt_io.CheckpointReadError(f"--checkpoint {cfg.checkpoint}: no such file")
+        raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint}: no such file")
     st = p.stat()
     return {"init": "checkpoint", "path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -208,12 +208,7 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
 
 def run(cfg: RetrievalConfig) -> dict:
     """Retrieval as configured; returns the results dict (also results.json)."""
-    ctx = setup_run(cfg, "nearest-neighbour retrieval")
-    try:
-        return _run(cfg, ctx)
-    finally:
-        ctx.close()
-        cleanup()
+    return run_job(cfg, "nearest-neighbour retrieval", _run)
 
 
 def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:

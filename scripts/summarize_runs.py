@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Print one small Markdown table comparing labelled evaluation runs (used by demo.sh and
+mini_ablation.sh).
+
+    python scripts/summarize_runs.py "random init=runs/demo/random" "TCLR=runs/demo/tclr"
+
+Each LABEL=DIR names a folder holding the runs of one initialisation; every results.json below it
+contributes its metrics: linear/finetune "top1", retrieval "recall@1" and "recall@5". Several
+results of one kind in a folder (seeds) are shown as mean +- std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.metrics import aggregate_results, format_mean_std, load_results  # noqa: E402
+
+COLUMNS = (("linear", "top1", "linear top-1 %"), ("finetune", "top1", "finetune top-1 %"),
+           ("retrieval", "recall@1", "R@1 %"), ("retrieval", "recall@5", "R@5 %"))
+
+
+def row(folder: Path) -> dict[str, str]:
+    """Metrics of the results.json files under ``folder``, by column title."""
+    results = load_results(sorted(folder.rglob("results.json")))
+    cells = {}
+    for job, key, title in COLUMNS:
+        mine = [r for r in results if r.get("job") == job and key in r]
+        if mine:
+            entry = aggregate_results(mine, keys=[key])["metrics"][key]
+            cells[title] = format_mean_std(entry) if len(mine) > 1 else f"{entry['mean']:.1f}"
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="LABEL=DIR")
+    args = parser.parse_args(argv)
+    rows = []
+    for spec in args.runs:
+        label, sep, folder = spec.partition("=")
+        if not sep or not Path(folder).is_dir():
+            parser.error(f"expected LABEL=DIR with an existing folder, got {spec!r}")
+        rows.append((label, row(Path(folder))))
+    titles = [t for _j, _k, t in COLUMNS if any(t in cells for _l, cells in rows)]
+    print("| init | " + " | ".join(titles) + " |")
+    print("| --- | " + " | ".join("---:" for _ in titles) + " |")
+    for label, cells in rows:
+        print(f"| {label} | " + " | ".join(cells.get(t, "") for t in titles) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
