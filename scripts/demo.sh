@@ -4,14 +4,14 @@
 #
 #   bash scripts/demo.sh [--out DIR] [--steps N] [--dry-run] [extra flags for every entry point]
 #
-# Sizes (env or flags): PRETRAIN_EPOCHS (default 8 epochs of 12 steps of 10 videos),
+# Sizes (env or flags): PRETRAIN_EPOCHS (default 6 epochs of 12 steps of 10 videos),
 # LINEAR_EPOCHS (default 3). Everything lands in --out (default runs/demo); the synthetic dataset in
-# data/synthetic_demo (generated on first use). Re-running reuses finished stages.
+# data/synthetic_demo (generated on first use). Re-running continues an interrupted pretraining.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 OUT=runs/demo
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-8}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-6}
 LINEAR_EPOCHS=${LINEAR_EPOCHS:-3}
 EXTRA=()
 while (( $# )); do
@@ -27,10 +27,9 @@ done
 COMMON=(--preset demo --device cpu "${EXTRA[@]}")
 start=$SECONDS
 info "1/4 TCLR pretraining on synthetic videos ($PRETRAIN_EPOCHS epochs; generates data/synthetic_demo if absent)"
-if [[ ! -f $OUT/pretrain/checkpoints/latest.pth ]] || [[ $DRY_RUN == 1 ]]; then
-    run "$PYTHON" "$(entry train_pretrain.py)" "${COMMON[@]}" --epochs "$PRETRAIN_EPOCHS" \
-        --out-dir "$OUT/pretrain" --resume auto
-fi
+# --resume auto: a finished run returns at once, an interrupted one continues where it stopped
+run "$PYTHON" "$(entry train_pretrain.py)" "${COMMON[@]}" --epochs "$PRETRAIN_EPOCHS" \
+    --out-dir "$OUT/pretrain" --resume auto
 CKPT=$OUT/pretrain/checkpoints/latest.pth
 for init in random tclr; do
     if [[ $init == tclr ]]; then INIT=(--checkpoint "$CKPT"); else INIT=(); fi
