@@ -111,8 +111,8 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
                 f"checkpoint {path} holds pickled Python objects besides tensors (first: "
                 f"{blocked.group(1)}; the authors' released checkpoints hold a GradScaler), which the "
                 f"safe loader refuses. Unpickling them can run arbitrary code from the file: if you "
-                f"trust the file, pass --trust-checkpoint (trust_checkpoint=True). If the object name "
-                f"looks cut off, the file may instead be truncated."
+                f"trust the file, pass --trust-checkpoint true (trust_checkpoint=True). If the "
+                f"object name looks cut off, the file may instead be truncated."
             ) from err
     except LOAD_ERRORS as err:
         raise _corrupt(path, err) from err
@@ -124,7 +124,9 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
 
 def _corrupt(path: Path, err: Exception) -> CheckpointError:
     reason = _first_line(err)
-    return CheckpointError(f"cannot read checkpoint {path}: file is truncated or corrupt ({reason})")
+    return CheckpointError(f"cannot read checkpoint {path}: file is truncated or corrupt "
+                           f"({reason}); copy or download it again, or point --checkpoint / "
+                           "--resume at another checkpoint")
 
 
 def _first_line(err: Exception) -> str:
@@ -172,7 +174,8 @@ def _check_meta(backbone: nn.Module, meta: dict, where: str) -> None:
             raise CheckpointError(
                 f"{where}: checkpoint holds a {meta.get('backbone')} backbone of width "
                 f"{meta.get('width')}, but {_describe(backbone)}; build the model with the "
-                f"checkpoint's backbone and width"
+                f"checkpoint's backbone and width (--backbone {meta.get('backbone')} --width "
+                f"{meta.get('width')})"
             )
 
 
