@@ -4,14 +4,14 @@
 #
 #   bash scripts/demo.sh [--out DIR] [--steps N] [--dry-run] [extra flags for every entry point]
 #
-# Sizes (env or flags): PRETRAIN_EPOCHS (default 6 epochs of 12 steps of 10 videos),
+# Sizes (env or flags): PRETRAIN_EPOCHS (default 5 epochs of 12 steps of 10 videos),
 # LINEAR_EPOCHS (default 3). Everything lands in --out (default runs/demo); the synthetic dataset in
 # data/synthetic_demo (generated on first use). Re-running continues an interrupted pretraining.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 OUT=runs/demo
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-6}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-5}
 LINEAR_EPOCHS=${LINEAR_EPOCHS:-3}
 EXTRA=()
 while (( $# )); do
