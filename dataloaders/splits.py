@@ -344,8 +344,11 @@ def build_video_list(dataset: str, root: str, split: int = 1, subset: str = "tra
         missing = [path for path, _ in videos if not os.path.isfile(path)]
         if missing:
             shown = "\n  ".join(missing[:10])
+            folders = sorted({os.path.dirname(p) for p in missing if not os.path.isdir(os.path.dirname(p))})
+            gone = (f"{len(folders)} folder(s) are missing entirely: {', '.join(folders[:5])}\n"
+                    if folders else "")
             raise DatasetError(f"{len(missing)} of {len(videos)} videos of {dataset} split {split} "
-                               f"{subset} are missing under {base}, e.g.:\n  {shown}\nRun python -m "
+                               f"{subset} are missing under {base}, e.g.:\n  {shown}\n{gone}Run python -m "
                                f"dataloaders.check --dataset {dataset} --root {root} --split {split} "
                                "for the full report.")
     return videos, classes
