@@ -143,19 +143,18 @@ def _track(rng: np.random.Generator, stage: Stage, x, y, scale=None, angle=None,
     return Track(*full)
 
 
-def _size_ramp(rising: bool) -> Callable[[np.random.Generator, Actor, Stage], Track]:
+_RAMP_FLOORS = {"scale": SCALE_FLOOR, "alpha": ALPHA_FLOOR}
+
+
+def _ramp(channel: str, rising: bool) -> Callable[[np.random.Generator, Actor, Stage], Track]:
+    """A repeating ramp of size ("scale": Expand/Shrink) or opacity ("alpha": FadeIn/FadeOut)."""
+    floor = _RAMP_FLOORS[channel]
+
     def make(rng: np.random.Generator, actor: Actor, stage: Stage) -> Track:
         ramp = _phase_ramp(rng, stage.frames, rng.uniform(20.0, 36.0))
         x, y = _anchor(rng, actor, stage)
-        return _track(rng, stage, x, y, scale=_from_floor(rng, SCALE_FLOOR, ramp if rising else 1.0 - ramp))
-    return make
-
-
-def _opacity_ramp(rising: bool) -> Callable[[np.random.Generator, Actor, Stage], Track]:
-    def make(rng: np.random.Generator, actor: Actor, stage: Stage) -> Track:
-        ramp = _phase_ramp(rng, stage.frames, rng.uniform(20.0, 36.0))
-        x, y = _anchor(rng, actor, stage)
-        return _track(rng, stage, x, y, alpha=_from_floor(rng, ALPHA_FLOOR, ramp if rising else 1.0 - ramp))
+        values = _from_floor(rng, floor, ramp if rising else 1.0 - ramp)
+        return _track(rng, stage, x, y, **{channel: values})
     return make
 
 
@@ -214,8 +213,8 @@ def _spin(degrees_per_frame: tuple[float, float]) -> Callable[[np.random.Generat
 TEMPORAL_CLASSES: tuple[TemporalClass, ...] = (
     TemporalClass("Expand", "size grows from 40-50 % to 100 % over 20-36 frames, then restarts small; "
                   "crops rescale size but keep its growth, flips and colour changes do not touch it",
-                  _size_ramp(rising=True)),
-    TemporalClass("Shrink", "time reverse of Expand; same invariances", _size_ramp(rising=False)),
+                  _ramp("scale", rising=True)),
+    TemporalClass("Shrink", "time reverse of Expand; same invariances", _ramp("scale", rising=False)),
     TemporalClass("BlinkFast", "opacity toggles strong/faint with period 8-12 frames; blinking has no "
                   "direction, size or colour, and the same duty cycle as BlinkSlow", _blink((8.0, 12.0))),
     TemporalClass("BlinkSlow", "toggles with period 28-40 frames (>=2.3x BlinkFast)", _blink((28.0, 40.0))),
@@ -233,9 +232,9 @@ TEMPORAL_CLASSES: tuple[TemporalClass, ...] = (
     TemporalClass("SpinSlow", "rotation at 1.2-2.2 deg/frame (>=2.7x slower)", _spin((1.2, 2.2))),
     TemporalClass("FadeIn", "opacity ramps from 30-40 % to 100 % over 20-36 frames, then drops back "
                   "at once; contrast/brightness/grayscale act on the whole clip, so the ramp stays",
-                  _opacity_ramp(rising=True)),
+                  _ramp("alpha", rising=True)),
     TemporalClass("FadeOut", "time reverse of FadeIn (appears at once, then fades)",
-                  _opacity_ramp(rising=False)),
+                  _ramp("alpha", rising=False)),
 )
 CLASS_REGISTRY: dict[str, TemporalClass] = {c.name: c for c in TEMPORAL_CLASSES}
 CLASS_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(TEMPORAL_CLASSES)}

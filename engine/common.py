@@ -169,16 +169,11 @@ def _register_exit_handler() -> None:
         _EXIT_HANDLER_REGISTERED = True
 
 
-class _WorkerInit:
-    """Picklable worker_init_fn: signal policy plus the data package's per-worker seeding."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __call__(self, worker_id: int) -> None:
-        _worker_signals()
-        from dataloaders.datasets import seed_worker
-        seed_worker(worker_id)
+def _worker_init(worker_id: int) -> None:
+    """worker_init_fn: the signal policy plus the data package's per-worker seeding."""
+    _worker_signals()
+    from dataloaders.datasets import seed_worker
+    seed_worker(worker_id)
 
 
 class SkipFirst(Sampler):
@@ -232,7 +227,7 @@ def make_loader(dataset: Dataset, cfg: Any, dist_info: DistInfo, *, train: bool,
         num_workers=workers, collate_fn=collate_fn, drop_last=train,
         pin_memory=dist_info.device.type == "cuda", persistent_workers=train and workers > 0,
         prefetch_factor=2 if workers > 0 else None,
-        worker_init_fn=_WorkerInit(cfg.seed) if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None,
         multiprocessing_context=_mp_context() if workers > 0 else None)
     return loader, sampler
 
