@@ -249,3 +249,12 @@ verify_dataset() {
                "(python -c 'import cv2; print(cv2.getBuildInformation())')"
     info "$dataset is ready under $ROOT"
 }
+
+# ---------------------------------------------------------------------------------------------
+# Demo-scale evaluation (demo.sh, mini_ablation.sh)
+# ---------------------------------------------------------------------------------------------
+
+# The linear probe of the CPU demos: the last epoch, no held-out videos, 3 test clips, and
+# BatchNorm statistics that keep updating (the release's protocol; frozen statistics would judge a
+# random backbone with its uncalibrated initial ones).
+DEMO_LINEAR_ARGS=(--bn-mode train --select last --val-fraction 0 --num-test-clips 3)

@@ -5,21 +5,23 @@
 #   bash scripts/demo.sh [--out DIR] [--steps N] [--dry-run] [extra flags for every entry point]
 #
 # Sizes (env or flags): PRETRAIN_EPOCHS (default 5 epochs of 12 steps of 10 videos),
-# LINEAR_EPOCHS (default 3). Everything lands in --out (default runs/demo); the synthetic dataset in
+# LINEAR_EPOCHS (default 10). The linear probe lets BatchNorm statistics update (--bn-mode train,
+# the release's protocol): with frozen statistics a random backbone would be judged with its
+# uncalibrated initial ones. Everything lands in --out (default runs/demo); the synthetic dataset in
 # data/synthetic_demo (generated on first use). Re-running continues an interrupted pretraining.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 OUT=runs/demo
 PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-5}
-LINEAR_EPOCHS=${LINEAR_EPOCHS:-3}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
 EXTRA=()
 while (( $# )); do
     case $1 in
         --out) need_value "$1" $#; OUT=$2; shift 2 ;;
         --epochs) need_value "$1" $#; PRETRAIN_EPOCHS=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) usage_from_header "$0"; exit 0 ;;
         *) EXTRA+=("$1"); shift ;;
     esac
 done
@@ -38,7 +40,7 @@ for init in random tclr; do
         --out-dir "$OUT/$init/retrieval"
     info "3/4 linear probe, $init backbone ($LINEAR_EPOCHS epochs)"
     run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "${INIT[@]}" --epochs "$LINEAR_EPOCHS" \
-        --select last --val-fraction 0 --num-test-clips 3 --out-dir "$OUT/$init/linear"
+        "${DEMO_LINEAR_ARGS[@]}" --out-dir "$OUT/$init/linear"
 done
 info "4/4 results (synthetic test split 1; $(( SECONDS - start )) s in all)"
 run "$PYTHON" "$(entry scripts/summarize_runs.py)" "random init=$OUT/random" "TCLR=$OUT/tclr"

@@ -6,12 +6,14 @@
 #   bash scripts/mini_ablation.sh [--out DIR] [--epochs N] [--linear] [--dry-run] [extra flags]
 #
 # Default budget: 6 epochs of 12 steps of 10 videos per variant (PRETRAIN_EPOCHS), about 3 CPU
-# minutes each on 2 idle cores. Finished stages are reused on a re-run.
+# minutes each on 2 idle cores; LINEAR_EPOCHS (default 10) for --linear, which, like demo.sh, lets
+# BatchNorm statistics update (--bn-mode train). Finished stages are reused on a re-run.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 OUT=runs/mini_ablation
 PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-6}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
 LINEAR=0
 EXTRA=()
 while (( $# )); do
@@ -20,7 +22,7 @@ while (( $# )); do
         --epochs) need_value "$1" $#; PRETRAIN_EPOCHS=$2; shift 2 ;;
         --linear) LINEAR=1; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) usage_from_header "$0"; exit 0 ;;
         *) EXTRA+=("$1"); shift ;;
     esac
 done
@@ -34,8 +36,8 @@ evaluate() {  # evaluate NAME [--checkpoint PATH]
     local name=$1; shift
     run "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" "$@" --out-dir "$OUT/$name/retrieval"
     if [[ $LINEAR == 1 ]]; then
-        run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "$@" --epochs 3 --select last \
-            --val-fraction 0 --num-test-clips 3 --out-dir "$OUT/$name/linear"
+        run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "$@" --epochs "$LINEAR_EPOCHS" \
+            "${DEMO_LINEAR_ARGS[@]}" --out-dir "$OUT/$name/linear"
     fi
 }
 

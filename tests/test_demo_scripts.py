@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    """A scripts/ file imported as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(Path(name).stem, ROOT / "scripts" / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def dry_run(script: str, *args: str, cwd: Path) -> str:
@@ -41,11 +53,7 @@ def test_mini_ablation_dry_run_sets_the_loss_weights(tmp_path):
 
 
 def test_summarize_runs_table(tmp_path, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("summarize_runs",
-                                                  ROOT / "scripts" / "summarize_runs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("summarize_runs.py")
     for init, top1, r1 in (("a", 40.0, 30.0), ("b", 50.0, 35.0)):
         (tmp_path / init / "linear").mkdir(parents=True)
         (tmp_path / init / "retrieval").mkdir(parents=True)
@@ -59,3 +67,56 @@ def test_summarize_runs_table(tmp_path, capsys):
         "| --- | ---: | ---: | ---: |",
         "| random init | 40.0 | 30.0 | 60.0 |",
         "| TCLR | 50.0 | 35.0 | 60.0 |"]
+
+
+# --------------------------------------------------------------------------------------------------
+# retrieval_curve.sh and temporal_signal_check.py (the crossing diagnostics of the README)
+
+
+def test_retrieval_curve_dry_run_evaluates_random_and_every_epoch_checkpoint(tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("epoch_0003.pth", "epoch_0006.pth", "latest.pth", "best.pth"):
+        (ckpts / name).write_bytes(b"")
+    out = dry_run("retrieval_curve.sh", "run", "--preset", "demo", cwd=tmp_path)
+    commands = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert [c.split("--checkpoint ")[1].split()[0] if "--checkpoint" in c else None
+            for c in commands if "nn_retrieval.py" in c] == [
+        None, "run/checkpoints/epoch_0003.pth", "run/checkpoints/epoch_0006.pth"]
+    assert all("--preset demo" in c and "--out-dir run/curve/" in c for c in commands[:3])
+    assert "summarize_runs.py" in commands[-1] and "epoch_0006=run/curve/epoch_0006" in commands[-1]
+
+
+def test_retrieval_curve_without_epoch_checkpoints_says_how_to_get_them(tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "retrieval_curve.sh"), "run"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "no run/checkpoints/epoch_*.pth" in proc.stderr and "--save-every-epochs" in proc.stderr
+
+
+def test_collapse_values_are_the_losses_of_collapsed_representations():
+    import torch
+
+    from losses.tclr import global_local, local_local
+    mod = load_script("temporal_signal_check.py")
+    batch, k, dim = 5, 4, 16
+    per_video = torch.nn.functional.normalize(torch.randn(batch, 1, dim, dtype=torch.float64), dim=-1)
+    same = per_video.expand(batch, k, dim)  # every clip of a video has the same representation
+    expected = mod.collapse_values(batch, k)
+    assert local_local(same, same).item() == pytest.approx(expected["local_local"], rel=1e-9)
+    gl = sum(global_local(same, same) for _ in range(4))  # the 4 augmentation pairs
+    assert gl.item() == pytest.approx(expected["global_local"], rel=1e-9)
+
+
+def test_temporal_signal_check_memorises_a_fixed_batch(tiny_ucf, capsys):
+    mod = load_script("temporal_signal_check.py")
+    args = ["--dataset", "synthetic", "--data-root", str(tiny_ucf), "--backbone", "r3d18",
+            "--width", "8", "--resolution", "32", "--batch-size", "4", "--device", "cpu",
+            "--progress", "false", "--steps", "12", "--log-every", "20"]
+    assert mod.main(args) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| local_local")]
+    collapse, fixed, fresh = (float(cell) for cell in table[0].strip("|").split("|")[1:])
+    assert collapse == pytest.approx(4 * math.log(7), abs=0.01)
+    assert fixed < 0.5 * collapse  # the plumbing check: one batch is learnt quickly
+    assert math.isfinite(fresh)
