@@ -42,23 +42,27 @@ def collapse_values(batch: int, num_local: int) -> dict[str, float]:
 
 def run_mode(cfg, dataset, indices: list[int], fresh: bool, steps: int, log_every: int) -> dict:
     """Train a new model for ``steps`` steps; returns the loss terms of the last step."""
-    from dataloaders.datasets import collate_pretrain
-    from engine.pretrain import build_model, train_step
     from config import loss_weights
+    from dataloaders.datasets import collate_pretrain
+    from engine.common import amp_dtype, make_scaler
+    from engine.distributed import resolve_device
+    from engine.pretrain import build_model, train_step
 
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg.amp, device)
     torch.manual_seed(cfg.seed)  # the same initial weights in both modes
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    scaler = make_scaler(device, dtype)
     weights = loss_weights(cfg)
     clips = None
     terms = {}
     for step in range(steps):
         if clips is None or fresh:  # (index, seed) keys: a new draw per step, or draw 0 always
-            clips = collate_pretrain([dataset[(i, step if fresh else 0)] for i in indices])["clips"]
-        terms = train_step(model, clips, optimizer, scaler, torch.device("cpu"), None,
-                           cfg.temperature, weights)
+            items = [dataset[(i, step if fresh else 0)] for i in indices]
+            clips = collate_pretrain(items)["clips"].to(device)
+        terms = train_step(model, clips, optimizer, scaler, device, dtype, cfg.temperature, weights)
         if step % log_every == 0 or step == steps - 1:
             shown = " ".join(f"{k} {float(v.detach()):.2f}" for k, v in terms.items()
                              if k in ("local_local", "global_local", "ic_global", "ic_local")
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     indices = [i * stride for i in range(cfg.batch_size)]
     collapse = collapse_values(cfg.batch_size, d.num_local)
     print(f"{cfg.batch_size} videos of {d.data_root}, {cfg.backbone} width {cfg.width}, "
-          f"{d.resolution} px, lr {cfg.lr}; collapse values: local-local "
+          f"{d.resolution} px, lr {cfg.lr}, device {cfg.device}; collapse values: local-local "
           f"{collapse['local_local']:.2f}, global-local {collapse['global_local']:.2f}")
     start = time.perf_counter()
     final = {mode: run_mode(cfg, dataset, indices, mode == "fresh", ours.steps, ours.log_every)
