@@ -2,7 +2,7 @@
 # The CPU demo (the README's main job): synthetic videos -> TCLR pretraining -> linear probe and
 # nearest-neighbour retrieval of the pretrained and of a randomly initialised backbone -> one table.
 #
-#   bash scripts/demo.sh [--out DIR] [--steps N] [--dry-run] [extra flags for every entry point]
+#   bash scripts/demo.sh [--out DIR] [--epochs N] [--dry-run] [extra flags for every entry point]
 #
 # Sizes (env or flags): PRETRAIN_EPOCHS (default 5 epochs of 12 steps of 10 videos),
 # LINEAR_EPOCHS (default 10). The linear probe lets BatchNorm statistics update (--bn-mode train,

@@ -34,6 +34,7 @@ def test_demo_dry_run(tmp_path):
     assert "train_pretrain.py --preset demo --device cpu --epochs 3 --out-dir d/pretrain" in commands[0]
     assert sum("nn_retrieval.py" in c for c in commands) == 2
     assert sum("train_linear.py" in c for c in commands) == 2
+    assert all("--bn-mode train" in c for c in commands if "train_linear.py" in c)
     assert sum("--checkpoint d/pretrain/checkpoints/latest.pth" in c for c in commands) == 2
     assert "summarize_runs.py" in commands[-1]
     assert not list(tmp_path.iterdir())          # a dry run creates nothing
