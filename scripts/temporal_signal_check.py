@@ -42,7 +42,7 @@ def collapse_values(batch: int, num_local: int) -> dict[str, float]:
 
 def run_mode(cfg, dataset, indices: list[int], fresh: bool, steps: int, log_every: int) -> dict:
     """Train a new model for ``steps`` steps; returns the loss terms of the last step."""
-    from config import loss_weights
+    from config import LOSS_TERMS, loss_weights
     from dataloaders.datasets import collate_pretrain
     from engine.common import amp_dtype, make_scaler
     from engine.distributed import resolve_device
@@ -64,9 +64,7 @@ def run_mode(cfg, dataset, indices: list[int], fresh: bool, steps: int, log_ever
             clips = collate_pretrain(items)["clips"].to(device)
         terms = train_step(model, clips, optimizer, scaler, device, dtype, cfg.temperature, weights)
         if step % log_every == 0 or step == steps - 1:
-            shown = " ".join(f"{k} {float(v.detach()):.2f}" for k, v in terms.items()
-                             if k in ("local_local", "global_local", "ic_global", "ic_local")
-                             and weights.get(k, 0.0))
+            shown = " ".join(f"{k} {float(terms[k].detach()):.2f}" for k in LOSS_TERMS if weights[k])
             print(f"  {'fresh' if fresh else 'fixed'} step {step:3d}: {shown}", flush=True)
     return {k: float(v.detach()) for k, v in terms.items()}
 
