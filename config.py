@@ -97,6 +97,10 @@ class RunConfig:
     amp: str = F("auto", "mixed precision: 'auto' (fp16 + grad scaler on CUDA as the release, "
                          "float32 on CPU), 'fp16', 'bf16' or 'off'",
                  choices=("auto", "fp16", "bf16", "off"))
+    drop_last: bool = F(False, "training: drop each epoch's last partial batch. One process keeps "
+                               "it by default, as the release (239 pretraining steps per epoch on "
+                               "UCF101 split 1, the last of 17 videos; a last pretraining batch of "
+                               "one video is dropped); under torchrun it is always dropped")
     max_steps_per_epoch: int = F(0, "stop each epoch after this many steps (0 = full epoch); "
                                     "for smoke tests and demos")
     log_every_steps: int = F(10, "TensorBoard scalar interval in steps")
@@ -148,8 +152,14 @@ class ClassifyConfig(RunConfig):
     batch_size: int = F(32, "global batch size in clips")
     lr: float = F(1e-2, "Adam learning rate")
     weight_decay: float = F(0.0, "Adam weight decay")
-    plateau_patience: int = F(3, "epochs without training-loss improvement before lr /10")
-    min_lr: float = F(1e-5, "stop training once the learning rate falls below this")
+    plateau_patience: int = F(3, "epochs whose training loss is above the best before lr /10 "
+                                 "(see lr_rule)")
+    lr_rule: str = F("release", "'release': the release's counter of epochs above the best loss, "
+                                "not reset by an improvement; stop after the first epoch trained "
+                                "below min_lr. 'consecutive': patience epochs in a row without "
+                                "improvement; stop before an lr below min_lr",
+                     choices=("release", "consecutive"))
+    min_lr: float = F(1e-5, "stop training once the learning rate falls below this (see lr_rule)")
     num_test_clips: int = F(10, "clips per test video; softmax averaged over them")
     val_fraction: float = F(0.1, "fraction of the train split held out (stratified, seeded) for "
                                  "model selection; 0 = report the last epoch")
@@ -168,6 +178,10 @@ class LinearConfig(ClassifyConfig):
     """Linear evaluation: frozen backbone, one Linear layer on time/space-pooled features."""
 
     out_dir: str = F("runs/linear", "run folder")
+    amp: str = F("off", "precision: 'off' (float32, as the release's linear evaluation, the "
+                        "default), or mixed precision 'auto' / 'fp16' (fp16 + grad scaler on CUDA) "
+                        "or 'bf16'; CPU always runs float32",
+                 choices=("auto", "fp16", "bf16", "off"))
     bn_mode: str = F("frozen", "'frozen': backbone BatchNorm in eval mode (default); 'train': the "
                                "release's behaviour, running statistics keep updating",
                      choices=("frozen", "train"))
@@ -187,6 +201,9 @@ class RetrievalConfig(RunConfig):
     """Nearest-neighbour retrieval: test videos query the train gallery (TCLR_SPEC section 7)."""
 
     out_dir: str = F("runs/retrieval", "run folder")
+    amp: str = F("off", "precision of feature extraction: 'off' (float32, as the release's "
+                        "retrieval, the default), or autocast 'auto' / 'fp16' or 'bf16' on CUDA",
+                 choices=("auto", "fp16", "bf16", "off"))
     checkpoint: str = F("", "backbone weights (empty = random initialisation)")
     trust_checkpoint: bool = F(False, "allow unpickling a checkpoint with Python objects (the release's "
                                       "files); only for files you trust")

@@ -11,8 +11,11 @@ One engine serves both protocols (TCLR_SPEC section 7); they differ only in what
   raises :class:`engine.errors.TrainingError` if anything changed.
 - finetune (:class:`config.FinetuneConfig`): every layer trains (optional dropout before fc).
 
-Both: Adam; lr / 10 when the epoch's mean training loss has not improved for ``plateau_patience``
-epochs; training stops once the lr falls below ``min_lr`` or after ``epochs``. Training clips:
+Both: Adam; lr / 10 under the release's plateau rule (``lr_rule=release``: a counter of epochs
+whose training loss is above the best so far, not reset by an improvement, reaching
+``plateau_patience``; training stops after the first epoch trained below ``min_lr``) or the
+consecutive rule (``lr_rule=consecutive``), see engine.schedules.classifier_update; at most
+``epochs`` epochs. Training clips:
 16 frames at stride 2 from a random start, weak augmentation. Test: ``num_test_clips`` clips per
 video with evenly spaced starts, centre crop 0.8, softmax averaged over the clips of a video, every
 test video exactly once.
@@ -52,7 +55,7 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
                            make_scaler, run_job, seed_everything)
 from engine.distributed import all_gather_objects, all_reduce_sum
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
-from engine.schedules import PlateauState, plateau_update, set_lr
+from engine.schedules import PlateauState, classifier_update, set_lr
 
 SELECT_LABELS = {
     "val": "val (best accuracy on held-out train videos)",
@@ -452,7 +455,8 @@ def evaluate(ctx: RunContext, model: nn.Module, loader, num_classes: int, desc: 
         b, c = clips.shape[:2]
         with autocast(device, dtype):
             logits = model(clips.flatten(0, 1))                   # [B*C, classes]
-        probs = metrics.clip_softmax_average(logits.view(b, c, -1))   # [B, classes]
+        probs = metrics.clip_softmax_average(logits.view(b, c, -1),    # [B, classes]
+                                             batch.get("clip_mask"))
         acc.add(ids, probs, labels.tolist())
     merged = metrics.VideoScoreAccumulator(num_classes)
     for state in all_gather_objects(acc.state()):
@@ -579,8 +583,9 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
         data.train_sampler.set_epoch(epoch)
         stats = train_one_epoch(ctx, model, plain, data.train_loader, optimizer, scaler, epoch)
         lr = optimizer.param_groups[0]["lr"]
-        plateau = plateau_update(plateau, stats.loss, patience=cfg.plateau_patience, factor=0.1)
-        lr_too_low = cfg.lr * plateau.scale < cfg.min_lr * (1 - 1e-9)
+        plateau, lr_too_low = classifier_update(
+            plateau, stats.loss, lr, base_lr=cfg.lr, patience=cfg.plateau_patience, factor=0.1,
+            min_lr=cfg.min_lr, rule=cfg.lr_rule)
         record = {"epoch": epoch, "lr": lr, "loss": stats.loss, "train_clip_acc": stats.accuracy,
                   "steps": stats.steps, "skipped_videos": len(stats.failures),
                   "time": time.time()}
@@ -595,8 +600,9 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
                 ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "best.pth")
         if lr_too_low:
             stopped_because = "min_lr"
-            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} fell below min_lr {cfg.min_lr:.1e}: "
-                            f"stopping after epoch {epoch}")
+            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} (epoch {epoch}: {lr:.1e}) fell "
+                            f"below min_lr {cfg.min_lr:.1e} (--lr-rule {cfg.lr_rule}): stopping "
+                            f"after epoch {epoch}")
             break
     return FitOutcome(epochs_run=epoch + 1, stopped_because=stopped_because, selection=selection)
 
@@ -656,8 +662,12 @@ def protocol_text(cfg: ClassifyConfig) -> str:
         val_clips = cfg.val_clips or cfg.num_test_clips
         val = (f"; validation: {cfg.val_fraction:g} of each class of the train split held out "
                f"(seed {cfg.seed}), {val_clips} clips/video")
-    return (f"{what}; Adam lr {cfg.lr:g}, /10 after {cfg.plateau_patience} epochs without "
-            f"training-loss improvement, stop below {cfg.min_lr:g} or after {cfg.epochs} epochs; "
+    rule = (f"/10 each time {cfg.plateau_patience} epochs (counted since the last drop, not "
+            f"reset by an improvement: the release's rule) had a training loss above the best, "
+            f"stop after the first epoch trained below {cfg.min_lr:g}" if cfg.lr_rule == "release"
+            else f"/10 after {cfg.plateau_patience} consecutive epochs without training-loss "
+            f"improvement, stop before an lr below {cfg.min_lr:g}")
+    return (f"{what}; Adam lr {cfg.lr:g}, {rule}, at most {cfg.epochs} epochs; "
             f"train clips {d.clip_len} frames stride {d.train_stride}, weak augmentation; test: "
             f"{cfg.num_test_clips} clips/video, centre crop 0.8 -> {d.resolution}px, softmax "
             f"averaged per video; model selection: {SELECT_LABELS[cfg.select]}{val}")

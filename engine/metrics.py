@@ -107,9 +107,20 @@ class VideoScoreAccumulator:
         return acc
 
 
-def clip_softmax_average(logits: torch.Tensor) -> torch.Tensor:
-    """Per-video softmax averaged over clips: logits [B, C_clips, classes] -> [B, classes]."""
-    return logits.float().softmax(dim=-1).mean(dim=1)
+def clip_softmax_average(logits: torch.Tensor, clip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-video softmax averaged over clips: logits [B, C_clips, classes] -> [B, classes].
+
+    clip_mask: bool [B, C_clips], the clips to average (MultiClipDataset's "clip_mask"); None = all.
+    """
+    return masked_clip_mean(logits.float().softmax(dim=-1), clip_mask)
+
+
+def masked_clip_mean(values: torch.Tensor, clip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """values [B, C_clips, D] averaged over the clips where clip_mask [B, C_clips] is True: [B, D]."""
+    if clip_mask is None:
+        return values.mean(dim=1)
+    weights = clip_mask.to(values.device, values.dtype).unsqueeze(-1)       # [B, C_clips, 1]
+    return (values * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
 
 
 def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, num_classes: int

@@ -365,7 +365,8 @@ def _build_data(cfg: PretrainConfig, ctx: RunContext):
     if len(dataset) < cfg.batch_size:
         raise TrainingError(f"the {d.dataset} train list under {d.data_root} has {len(dataset)} "
                             f"videos, fewer than one global batch ({cfg.batch_size})")
-    loader, sampler = make_loader(dataset, cfg, ctx.dist, train=True, collate_fn=collate_pretrain)
+    loader, sampler = make_loader(dataset, cfg, ctx.dist, train=True, collate_fn=collate_pretrain,
+                                  min_last_batch=2)
     return loader, sampler, len(videos), len(classes)
 
 

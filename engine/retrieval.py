@@ -50,19 +50,22 @@ class FeatureSet:
 # Features
 # --------------------------------------------------------------------------------------------
 
-def video_features(backbone: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+def video_features(backbone: nn.Module, clips: torch.Tensor,
+                   clip_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Retrieval features of a batch of videos.
 
     Args:
         backbone: maps [N, 3, T, S, S] -> feature map [N, C, T'].
         clips: [B, K, 3, T, S, S], K clips per video.
+        clip_mask: bool [B, K], the clips to average (MultiClipDataset's "clip_mask": a very short
+            video's clips that cannot be padded are left out, as in the release); None = all.
     Returns:
-        [B, C*T'] float32: per-clip flattened feature maps averaged over the K clips, L2-normalised.
+        [B, C*T'] float32: per-clip flattened feature maps averaged over the clips, L2-normalised.
     """
     b, k = clips.shape[:2]
     fmap = backbone(clips.flatten(0, 1))                       # [B*K, C, T']
     flat = fmap.float().flatten(1).view(b, k, -1)              # [B, K, C*T']
-    return metrics.l2_normalize(flat.mean(dim=1))              # [B, C*T']
+    return metrics.l2_normalize(metrics.masked_clip_mean(flat, clip_mask))  # [B, C*T']
 
 
 @torch.no_grad()
@@ -87,7 +90,7 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
     for batch in bar:
         clips = batch["clips"].to(device, non_blocking=True)         # [B, K, 3, T, S, S]
         with autocast(device, dtype):
-            feats = video_features(backbone, clips).cpu()            # [B, D]
+            feats = video_features(backbone, clips, batch.get("clip_mask")).cpu()  # [B, D]
         for vid, f, y in zip(batch["video_id"].tolist(), feats, batch["label"].tolist()):
             rows.setdefault(int(vid), (f, int(y)))
     merged: dict[int, tuple[torch.Tensor, int]] = {}
