@@ -391,7 +391,11 @@ def _why_missing(path: str, listings: dict[str, list[str]]) -> str:
         close = difflib.get_close_matches(wanted, _listing(parent, listings), n=2, cutoff=0.6)
         return path + (f" (no folder {wanted}; near match on disk: {', '.join(close)})"
                        if close else "")
-    close = difflib.get_close_matches(name, _listing(folder, listings), n=2, cutoff=0.6)
+    names = _listing(folder, listings)
+    stem = os.path.splitext(name)[0].lower()
+    # a renamed copy ("v_x (1).avi", "v_x.avi.part") first, then names that look alike
+    close = [n for n in names if n.lower().startswith(stem)][:2] or difflib.get_close_matches(
+        name, names, n=2, cutoff=0.6)
     return path + (f" (near match on disk: {', '.join(close)})" if close else "")
 
 

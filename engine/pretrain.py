@@ -56,9 +56,9 @@ class StopFlag:
             if self.repeats >= 2:
                 raise KeyboardInterrupt  # third Ctrl-C: give up on the graceful path
             # os.write, not logging or print: a signal handler may interrupt either mid-write
-            os.write(2, b"Ctrl-C again: still stopping; finishing the current step and saving "
-                        b"checkpoints/latest.pth, then the run exits (a third Ctrl-C abandons "
-                        b"that save; the previous latest.pth stays intact)\n")
+            os.write(2, b"Ctrl-C again: still saving. The run finishes its current step, writes "
+                        b"checkpoints/latest.pth and exits; a third Ctrl-C abandons that save "
+                        b"(the previous latest.pth stays intact)\n")
             return
         self.signum = signum
 

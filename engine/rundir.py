@@ -169,11 +169,11 @@ class RunLock:
 
 def files_written_since(run_dir: Path, since: float) -> list[str]:
     """Files under ``run_dir`` modified at or after ``since`` (a time.time()), relative, sorted;
-    TensorBoard event files and the lock left out."""
+    TensorBoard event files and hidden files (the lock, a write cut short) left out."""
     out = []
     for path in run_dir.rglob("*"):
         rel = path.relative_to(run_dir)
-        if (path.is_file() and rel.parts[0] not in ("tensorboard",) and path.name != LOCK_NAME
+        if (path.is_file() and rel.parts[0] != "tensorboard" and not path.name.startswith(".")
                 and path.stat().st_mtime >= since):
             out.append(str(rel))
     return sorted(out)
