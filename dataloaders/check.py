@@ -145,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summaries, bad, short = {}, 0, 0
+    summaries, scanned, bad, short = {}, [], 0, 0
     for name, videos in lists.items():
         evaluated = name not in ("train", "all")
         minimum = args.min_eval_frames if evaluated else args.min_frames
         results = scan([path for path, _ in videos], args.workers, not args.no_progress)
+        scanned.extend(results)
         summary = summarize(results, minimum)
         print_summary(summary, f"{args.dataset} split {args.split} {name} under {args.root}",
                       "evaluation clips" if evaluated else "TCLR sampling")
@@ -159,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}")
     if args.json:
-        report = summaries[subsets[0]] if len(subsets) == 1 else {"subsets": summaries}
+        report = summaries[subsets[0]]
+        if len(subsets) > 1:   # the counts over every subset, each too-short judged by its own
+            report = {**summarize(scanned, args.min_frames), "subsets": summaries}
+            report["too_short"] = [row for one in summaries.values() for row in one["too_short"]]
+            report.pop("min_frames")
         with open(args.json, "w") as handle:
             json.dump({**report, "notes": notes}, handle, indent=1)
     if bad:

@@ -62,6 +62,18 @@ def test_corrupt_results_json(tmp_path, script, content, fragment):
     assert bad.read_text() == content
 
 
+def _slow_down(monkeypatch, module, name: str, seconds: float):
+    """Make ``module.name`` sleep ``seconds`` before each call (in this process and the runs
+    forked from it); returns the original."""
+    real = getattr(module, name)
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, slow)
+    return real
+
+
 def _interrupt_when(proc: EntryPoint, predicate, what: str) -> str:
     """SIGINT to the whole process group (as Ctrl-C in a terminal) once ``predicate`` holds."""
     wait_for(predicate, 120, what, proc)
@@ -86,12 +98,7 @@ def test_ctrl_c_during_retrieval(tiny_ucf, tmp_path, monkeypatch):
     """Between the gallery's and the queries' extraction (slowed down here): the gallery's cached
     features are kept and named; a rerun reuses them."""
     from engine import retrieval
-    real = retrieval.video_features
-
-    def slow(backbone, clips):
-        time.sleep(0.5)
-        return real(backbone, clips)
-    monkeypatch.setattr(retrieval, "video_features", slow)
+    real = _slow_down(monkeypatch, retrieval, "video_features", 0.5)
     out = tmp_path / "ret"
     args = retrieval_args(tiny_ucf, out)
     proc = EntryPoint("nn_retrieval.py", args)
@@ -112,12 +119,7 @@ def test_second_ctrl_c_during_pretraining_says_it_is_still_saving(tiny_ucf, tmp_
     """Ctrl-C, then Ctrl-C again while the (slowed) save runs: the run says it is still saving,
     finishes the save and exits 0 with a loadable latest.pth."""
     from engine import checkpoint as ck
-    real = ck.atomic_save
-
-    def slow_save(obj, path):
-        time.sleep(2)
-        return real(obj, path)
-    monkeypatch.setattr(ck, "atomic_save", slow_save)
+    _slow_down(monkeypatch, ck, "atomic_save", 2)
     out = tmp_path / "run"
     proc = EntryPoint("train_pretrain.py", pretrain_args(tiny_ucf, out, "--epochs", "5"))
     log = out / "log.txt"
