@@ -569,6 +569,8 @@ def _require_finite(cfg: Any, leaves: dict) -> None:
 
 def _finalize_pretrain(cfg: PretrainConfig) -> None:
     _require(cfg.proj_dim >= 1, f"config key 'proj_dim': must be >= 1, got {cfg.proj_dim}")
+    _require(not (cfg.overwrite and cfg.resume), "config keys 'resume' and 'overwrite': --resume "
+             "continues the earlier run, --overwrite replaces it; pass one of them")
     _require(cfg.lr > 0, f"config key 'lr': must be > 0, got {cfg.lr}")
     _require(cfg.temperature > 0, f"config key 'temperature': must be > 0, got {cfg.temperature}")
     _require(len(cfg.warmup_factors) > 0 and all(f > 0 for f in cfg.warmup_factors),

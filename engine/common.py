@@ -182,10 +182,11 @@ def interrupted_message(ctx: RunContext) -> str:
     if not ctx.committed:
         return f"stopped by Ctrl-C during start-up; nothing was written to {ctx.run_dir}"
     kept = files_written_since(ctx.run_dir, ctx.started) if ctx.dist.is_main else []
-    missing = "" if (ctx.run_dir / "results.json") in [ctx.run_dir / k for k in kept] else (
-        "; the job did not finish, so there is no new results.json")
-    return (f"stopped by Ctrl-C; kept in {ctx.run_dir}: {', '.join(kept) or 'nothing'}{missing}. "
-            "Rerun the same command to start the job again")
+    missing = ("" if "results.json" in kept
+               else "; the job did not finish, so there is no new results.json")
+    again = ("continue it with --resume auto" if hasattr(ctx.cfg, "resume")
+             else "rerun the same command to run the job again")
+    return f"stopped by Ctrl-C; kept in {ctx.run_dir}: {', '.join(kept) or 'nothing'}{missing}; {again}"
 
 
 # --------------------------------------------------------------------------------------------
