@@ -308,7 +308,8 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
                                                                     "test")
     train_videos, val_videos = split_train_videos(train_all, cfg)
     train_set = ds.ClipDataset(train_videos, clip_len=d.clip_len, stride=d.train_stride,
-                               size=d.resolution, color=d.color, augment="weak", seed=cfg.seed)
+                               size=d.resolution, color=d.color, augment="weak", seed=cfg.seed,
+                               color_ops=d.color_ops)
     if len(train_set) < cfg.batch_size:
         raise TrainingError(too_few_videos(cfg, len(train_all), len(train_videos),
                                            len(val_videos)))
