@@ -312,6 +312,48 @@ class ClipDataset(_RetryingVideoDataset):
         return {"clip": clip, "label": int(label)}                      # clip [3, T, S, S]
 
 
+def min_eval_frames(clip_len: int = 16, stride: int = 2) -> int:
+    """The fewest frames a video needs for the evaluation clips of MultiClipDataset (and the
+    classifier's training clips, which pad the same way): 17 at 16 frames, stride 2."""
+    min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
+    indices = clip_indices(0, clip_len, stride)
+    for frames in range(1, clip_len * stride + 1):
+        try:
+            _pad_clips(indices, frames, min_valid, stride)
+            return frames
+        except VideoTooShortError:
+            continue
+    return clip_len * stride + 1
+
+
+def check_eval_lengths(videos: list, clip_len: int, stride: int, what: str) -> None:
+    """Before any training: every evaluation video opens and its header claims enough frames.
+
+    Reads each file's header only (milliseconds per video); a header that overstates the real
+    length is caught at evaluation, and by ``python -m dataloaders.check``, which decodes all.
+
+    Raises:
+        DatasetError: naming the videos that cannot be opened or are too short.
+    """
+    from dataloaders.video import probe_video
+    needed = min_eval_frames(clip_len, stride)
+    bad = []
+    for path, _label in videos:
+        try:
+            frames = probe_video(path).frame_count
+        except VideoDecodeError as error:
+            bad.append(f"{path}: {error.reason}")
+            continue
+        if frames < needed:
+            bad.append(f"{path}: {frames} frames, {needed} needed")
+    if bad:
+        raise DatasetError(f"{len(bad)} of {len(videos)} {what} videos cannot be evaluated "
+                           f"({clip_len}-frame clips at stride {stride}), e.g.:\n  "
+                           + "\n  ".join(bad[:10]) + "\nEvaluation never skips a video: fix or "
+                           "remove them from the split before training (python -m "
+                           "dataloaders.check lists every one)")
+
+
 class MultiClipDataset(Dataset):
     """Evaluation: C clips per video, evenly spaced starts, centre crop (spec section 7).
 

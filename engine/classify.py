@@ -177,6 +177,9 @@ def init_backbone(backbone: nn.Module, cfg: Any, logger) -> dict[str, Any]:
                 "load_summary": "random initialisation"}
     from models import load_backbone_weights
     report = load_backbone_weights(backbone, cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint)
+    ckpt_io.require_finite(backbone.state_dict(), f"{cfg.checkpoint}: its backbone weights",
+                           " It cannot be evaluated: use a checkpoint from before the training "
+                           "diverged (checkpoints/epoch_NNNN.pth)")
     summary = load_summary(cfg.checkpoint, report)
     logger.info(summary)
     if report.color is not None and report.color != cfg.data.color:
@@ -292,7 +295,7 @@ def eval_batch_size(cfg: ClassifyConfig, num_clips: int) -> int:
 def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     """Video lists, subsets (written to the run folder) and loaders."""
     from dataloaders import datasets as ds
-    from dataloaders.splits import build_video_list
+    from dataloaders.splits import build_video_list, check_split_lists
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
     train_all, class_names = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
@@ -301,16 +304,18 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     if list(test_classes) != list(class_names):
         raise TrainingError(f"{d.dataset} split {d.split} under {d.data_root}: the train and test "
                             "lists name different classes")
+    for note in check_split_lists(train_all, test_videos, f"{d.dataset} split {d.split} under "
+                                                          f"{d.data_root}"):
+        ctx.logger.warning(note)
+    ds.check_eval_lengths(test_videos, d.clip_len, d.train_stride, f"{d.dataset} split {d.split} "
+                                                                    "test")
     train_videos, val_videos = split_train_videos(train_all, cfg)
-    if ctx.dist.is_main:
-        write_video_list(ctx.run_dir / "labelled_videos.txt", train_videos, d.data_root)
-        write_video_list(ctx.run_dir / "val_videos.txt", val_videos, d.data_root)
     train_set = ds.ClipDataset(train_videos, clip_len=d.clip_len, stride=d.train_stride,
                                size=d.resolution, color=d.color, augment="weak", seed=cfg.seed,
                                color_ops=d.color_ops)
     if len(train_set) < cfg.batch_size:
-        raise TrainingError(f"{len(train_set)} labelled training videos, fewer than one batch "
-                            f"({cfg.batch_size}); lower --batch-size or raise --label-fraction")
+        raise TrainingError(too_few_videos(cfg, len(train_all), len(train_videos),
+                                           len(val_videos)))
     train_loader, train_sampler = make_loader(train_set, cfg, ctx.dist, train=True,
                                               collate_fn=ds.collate_clips)
     val_loader = None
@@ -325,6 +330,29 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
         f"{len(test_videos)} test videos; {len(class_names)} classes")
     return ClassifyData(train_loader, train_sampler, val_loader, test_loader, list(class_names),
                         train_videos, val_videos, test_videos)
+
+
+def too_few_videos(cfg: ClassifyConfig, listed: int, labelled: int, held_out: int) -> str:
+    """Why fewer labelled videos than one batch remain, naming the setting that causes it."""
+    text = (f"{labelled} labelled training videos, fewer than one batch ({cfg.batch_size}): the "
+            f"train list has {listed}")
+    if held_out and listed - held_out < cfg.batch_size <= listed:
+        return (f"{text}, of which --val-fraction {cfg.val_fraction:g} holds out {held_out} for "
+                f"validation (at least one per class); lower --val-fraction, use --select last "
+                f"(no validation videos), or lower --batch-size")
+    if cfg.label_fraction < 1.0 and listed - held_out >= cfg.batch_size:
+        return (f"{text}, and --label-fraction {cfg.label_fraction:g} keeps {labelled} of them; "
+                "raise --label-fraction or lower --batch-size")
+    return (f"{text}{f' ({held_out} held out for validation)' if held_out else ''}; lower "
+            "--batch-size")
+
+
+def write_subsets(ctx: RunContext, data: "ClassifyData") -> None:
+    """labelled_videos.txt and val_videos.txt in the run folder (rank 0)."""
+    if ctx.dist.is_main:
+        root = ctx.cfg.data.data_root
+        write_video_list(ctx.run_dir / "labelled_videos.txt", data.train_videos, root)
+        write_video_list(ctx.run_dir / "val_videos.txt", data.val_videos, root)
 
 
 def _eval_loader(cfg: ClassifyConfig, ctx: RunContext, videos: list, num_clips: int):
@@ -536,6 +564,8 @@ def _run(cfg: ClassifyConfig, ctx: RunContext) -> dict:
     seed_everything(cfg.seed)
     plain = build_classifier(cfg, len(data.class_names))
     init = init_backbone(plain.backbone, cfg, ctx.logger)
+    ctx.commit()   # start-up succeeded: from here on the run folder is written
+    write_subsets(ctx, data)
     linear = isinstance(cfg, LinearConfig)
     if linear:
         plain.freeze_backbone()

@@ -245,6 +245,10 @@ PROTOCOL_FIELDS = ("job", "dataset", "split", "backbone", "width", "checkpoint",
                    "bn_mode", "color", "resolution")
 
 
+class ResultsFileError(ValueError):
+    """A results.json that cannot be read as a job's results (the message names the file)."""
+
+
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Read several results.json files (a folder means <folder>/results.json)."""
     out = []
@@ -254,7 +258,14 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             p = p / "results.json"
         if not p.is_file():
             raise FileNotFoundError(f"no results file at {p}")
-        data = json.loads(p.read_text())
+        try:
+            data = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResultsFileError(f"{p} is not valid JSON ({exc}); rerun the job that wrote it, "
+                                   "or delete it") from None
+        if not isinstance(data, dict):
+            raise ResultsFileError(f"{p} holds a JSON {type(data).__name__}, not the object a "
+                                   "job writes; rerun the job that wrote it, or delete it")
         data.setdefault("run_dir", str(p.parent))
         out.append(data)
     return out
