@@ -142,7 +142,7 @@ def test_overstating_header_redraws_for_the_real_length(vids):
         second = ds[(0, seed)]                     # now with the real count cached in this process
         assert first["failures"] == [] and torch.equal(first["clips"], second["clips"])
     with V.VideoReader(path) as reader:
-        decoded, indices = _decode_clips(reader, np.random.default_rng(0), ds._draw, ds._pad)
+        decoded, indices, _ = _decode_clips(reader, np.random.default_rng(0), ds.sampler)
     assert indices.max() < real and decoded.real_frame_count in (None, real)
 
 
@@ -283,9 +283,9 @@ def test_pinned_index_tables_through_the_datasets(tmp_path, used_indices):
     clips = ClipDataset([(v80, 0)], size=S)
     for seed, start in [(1, 1), (2, 30), (3, 19)]:
         clips[(0, seed)]
-        assert used_indices.pop() == [start + 2 * i for i in range(16)]
+        assert used_indices.pop() == [[start + 2 * i for i in range(16)]]
     ClipDataset([(v24, 0)], size=S)[(0, 9)]
-    assert used_indices.pop() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 20, 18, 16, 14]
+    assert used_indices.pop() == [[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 20, 18, 16, 14]]
     item = MultiClipDataset([(v80, 0)], num_clips=5, size=S)[0]
     assert [clip[0] for clip in used_indices.pop()] == [0, 9, 19, 28, 38]
     assert item["clip_mask"].all()
