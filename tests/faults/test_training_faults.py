@@ -157,7 +157,7 @@ def test_nan_loss_mid_epoch_stops_with_step_and_terms(tiny_ucf, tmp_path, monkey
     out = tmp_path / "run"
     result = run_script("train_pretrain.py",
                         *pretrain_args(tiny_ucf, out, "--save-every-steps", "1"))
-    assert_clean_error(result, "non-finite loss at epoch 0, step 2", "'local_local': nan",
+    assert_clean_error(result, "non-finite loss at epoch 1, step 3", "'local_local': nan",
                        "last good checkpoint is intact")
     ckpt = ck.load_checkpoint(latest(out))
     assert ckpt["step"] == 2 and finite_weights(latest(out))
