@@ -155,9 +155,9 @@ def similarity_figure(document: Mapping[str, Any], labels: Sequence[str] | None 
 
     entries = [e for e in document["checkpoints"] if labels is None or e["label"] in labels]
     videos = document["protocol"]["videos"]
-    title = (f"cosine similarity between the {len(entries[0]['matrix'])} timesteps of the feature "
-             f"map, mean over {videos} test videos\n(1 = every timestep alike; lower off-diagonal "
-             "= more temporal diversity)")
+    title = (f"cosine similarity of the {len(entries[0]['matrix'])} feature-map timesteps, mean "
+             f"over {videos} test videos\n(1 = timesteps alike; lower off-diagonal = more "
+             "temporal diversity)")
     return figure({e["label"]: np.asarray(e["matrix"]) for e in entries},
                   {e["label"]: e["mean_offdiag"] for e in entries}, title)
 

@@ -265,7 +265,7 @@ def similarity_figure(matrices: Mapping[str, np.ndarray], means: Mapping[str, fl
     labels = list(matrices)
     if not labels:
         raise ValueError("similarity_figure: no matrices")
-    fig = Figure(figsize=(3.4 * len(labels) + 1.2, 4.4), layout="constrained")
+    fig = Figure(figsize=(max(6.8, 3.4 * len(labels) + 1.4), 4.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True))
     im = None
     for ax, label in zip(axes, labels):
@@ -314,9 +314,9 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = ""
             same folder repeats epochs; the last record of each epoch wins.
         title: figure title (e.g. the run folder).
     Returns:
-        Two panels sharing the x axis: losses (every ``loss*`` key, the total drawn thickest) and
-        the learning rate (log scale). x is the global step at the end of each epoch when the
-        records have one, else the number of epochs done.
+        Panels sharing the x axis: the total loss (``loss`` or ``loss_total``), the other
+        ``loss_*`` terms, the learning rate (log scale). x is the global step at the end of each
+        epoch when the records have one, else the number of epochs done.
     """
     by_epoch = {int(r["epoch"]): r for r in records}
     rows = [by_epoch[e] for e in sorted(by_epoch)]
@@ -324,17 +324,26 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = ""
         raise ValueError("training_curves_figure: the log has no epoch records")
     use_step = all("step" in r for r in rows)
     xs = [r["step"] if use_step else r["epoch"] + 1 for r in rows]
-    fig = Figure(figsize=(8.0, 6.0), layout="constrained")
-    ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     keys = [k for k in rows[0] if k.startswith("loss") and isinstance(rows[0][k], (int, float))]
-    for key in keys:
-        total = key in ("loss", "loss_total")
-        ax_loss.plot(xs, [r.get(key, np.nan) for r in rows], marker="o", markersize=3,
-                     linewidth=2.5 if total else 1.2, label=key.removeprefix("loss_"),
-                     color="black" if total else None)
-    ax_loss.set_ylabel("epoch-mean loss")
-    ax_loss.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8, ncols=min(len(keys), 5))
+    totals = [k for k in keys if k in ("loss", "loss_total")]
+    terms = [k for k in keys if k not in totals]
+    # the total (a sum of terms) gets its own panel, so that the terms keep a readable scale
+    panels = [group for group in (totals, terms) if group]
+    if not panels:
+        raise ValueError("training_curves_figure: the records hold no loss value")
+    fig = Figure(figsize=(8.0, 3.0 + 2.4 * len(panels)), layout="constrained")
+    *loss_axes, ax_lr = fig.subplots(len(panels) + 1, 1, sharex=True,
+                                     height_ratios=[2] * len(panels) + [1.2])
+    for ax, group in zip(loss_axes, panels):
+        for key in group:
+            total = key in totals
+            ax.plot(xs, [r.get(key, np.nan) for r in rows], marker="o", markersize=3,
+                    linewidth=2.2 if total else 1.4, label=key.removeprefix("loss_"),
+                    color="black" if total else None)
+        ax.set_ylabel("epoch-mean " + ("loss" if group is totals else "loss term"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncols=min(len(group), 4))
+    ax_loss = loss_axes[0]
     ax_lr.plot(xs, [r["lr"] for r in rows], marker="o", markersize=3, color="tab:purple")
     ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")

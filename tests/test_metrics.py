@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch.nn as nn
 from torch.utils.data.distributed import DistributedSampler
 
 from engine import metrics, visualize
+from tests.pictures import assert_picture
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,18 +201,6 @@ def test_backbone_check_detects_changes():
 # Pictures
 # --------------------------------------------------------------------------------------------
 
-def assert_picture(path, min_h: int, min_w: int) -> np.ndarray:
-    """The PNG at ``path`` exists, is at least min_h x min_w and is not blank: a real share of
-    its pixels is neither white nor one flat colour. Returns it as uint8 [H, W, 3] (BGR)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert image is not None, f"{path} is not a readable PNG"
-    assert image.shape[0] >= min_h and image.shape[1] >= min_w, image.shape
-    ink = (image < 245).any(axis=2).mean()                     # share of non-white pixels
-    assert ink > 0.03, f"{path}: only {ink:.1%} of the pixels are drawn"
-    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50   # text, colour map, lines
-    return image
-
-
 def fake_confusion(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     cm = rng.integers(0, 3, size=(n, n))
@@ -295,9 +283,10 @@ def test_similarity_training_and_recall_figures_png(tmp_path):
                 "loss_ic_global": 3.0 - e, "samples_per_s": 1.0} for e in range(3)]
     records.append({"epoch": 1, "step": 6, "lr": 2e-3, "loss_total": 5.0, "loss_ic_global": 1.0})
     fig = visualize.training_curves_figure(records, "run")
-    loss_ax, lr_ax = fig.get_axes()
-    assert [line.get_label() for line in loss_ax.get_lines()] == ["total", "ic_global"]
-    assert list(loss_ax.get_lines()[0].get_ydata()) == [9.0, 5.0, 7.0]   # a resumed epoch: last
+    total_ax, terms_ax, lr_ax = fig.get_axes()         # the total apart: terms keep their scale
+    assert [line.get_label() for line in total_ax.get_lines()] == ["total"]
+    assert [line.get_label() for line in terms_ax.get_lines()] == ["ic_global"]
+    assert list(total_ax.get_lines()[0].get_ydata()) == [9.0, 5.0, 7.0]  # a resumed epoch: last
     assert list(lr_ax.get_lines()[0].get_xdata()) == [3, 6, 9] and lr_ax.get_yscale() == "log"
     assert_picture(visualize.save_figure(fig, tmp_path / "curves.png"), 300, 400)
 
@@ -343,3 +332,13 @@ def test_chance_recall_and_per_class_recall_known_answers(tmp_path):
     assert path.read_text().splitlines() == ["class_index,class_name,num_queries,recall@1,recall@2",
                                              "0,a,1,0.00,100.00", '1,"b,c",2,0.00,50.00',
                                              "2,d,0,,"]
+
+
+def test_eta_and_duration_text():
+    from engine.logging import eta_text, format_duration, steps_text
+    assert format_duration(42.4) == "42 s" and format_duration(125) == "2 min 05 s"
+    assert format_duration(3 * 3600 + 7 * 60 + 20) == "3 h 07 min"
+    assert eta_text(2, 5, 65.0) == "epoch time 1 min 05 s, ETA 3 min 15 s"   # 3 epochs left
+    assert eta_text(5, 5, 65.0) == "epoch time 1 min 05 s, done"
+    assert steps_text(12, 0) == "12 steps per epoch" and steps_text(12, 20) == "12 steps per epoch"
+    assert steps_text(12, 3) == "3 steps per epoch (--max-steps-per-epoch 3; a full epoch has 12)"
