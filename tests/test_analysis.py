@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from engine.analysis import (
     SimilarityAccumulator,
@@ -17,6 +16,7 @@ from engine.analysis import (
     similarity_figure,
     timestep_similarity,
 )
+from tests.pictures import assert_picture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,8 +129,6 @@ def test_parse_args_reuses_retrieval_config():
         script.parse_args(["random", "--checkpoint", "a.pth"])
 
 
-# torchvision 0.29 deprecates its PNG codecs in favour of TorchCodec; they still work
-@pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 def test_script_on_tiny_dataset_writes_png_json_and_tensorboard(tiny_ucf, tmp_path):
     ckpt = tmp_path / "demo" / "checkpoints" / "best.pth"
     ckpt.parent.mkdir(parents=True)
@@ -151,8 +149,8 @@ def test_script_on_tiny_dataset_writes_png_json_and_tensorboard(tiny_ucf, tmp_pa
         torch.testing.assert_close(matrix.diagonal(), torch.ones(4, dtype=torch.float64))
         assert 0.0 <= entry["mean_offdiag"] <= 1.0
         assert entry["mean_offdiag"] == pytest.approx(mean_off_diagonal(matrix))
-        image = torchvision.io.read_image(str(out / f"similarity_{entry['label']}.png"))
-        assert image.dtype == torch.uint8 and image.shape[0] == 3 and min(image.shape[1:]) >= 64
+        image = assert_picture(out / f"similarity_{entry['label']}.png", 300, 400)
     assert entries[0]["matrix"] != entries[1]["matrix"]  # the checkpoint's weights were used
-    assert torchvision.io.read_image(str(out / "similarity_all.png")).shape[2] > image.shape[2] * 1.5
+    both = assert_picture(out / "similarity_all.png", 300, 400)      # the two side by side
+    assert both.shape[1] > image.shape[1]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
