@@ -433,8 +433,8 @@ _NOT_USED_BY: dict[str, tuple[str, ...]] = {
     "pretrain": (),
     "linear": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
     "finetune": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
-    "retrieval": ("sparse_stride", "augment_on", "log_every_steps", "max_steps_per_epoch",
-                  "max_bad_fraction") + _SYNTHETIC,
+    "retrieval": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
+                  "max_steps_per_epoch", "max_bad_fraction") + _SYNTHETIC,
 }
 
 

@@ -120,7 +120,8 @@ def _help(job: str, show_all: bool = False) -> str:
 def test_help_is_grouped_and_shows_only_the_jobs_flags():
     retrieval, pretrain = _help("retrieval"), _help("pretrain")
     # pretraining-only and synthetic-generator flags are not in retrieval's help...
-    for flag in ("--sparse-stride", "--augment-on", "--synthetic-classes", "--synthetic-frames",
+    for flag in ("--sparse-stride", "--augment-on", "--color-ops", "--synthetic-classes",
+                 "--synthetic-frames",
                  "--lr", "--temperature", "--w-local-local", "--resume", "--log-every-steps",
                  "--max-steps-per-epoch", "--select", "--bn-mode"):
         assert flag not in retrieval, flag
