@@ -349,7 +349,8 @@ def write_grid(ctx: RunContext, queries: FeatureSet, gallery: FeatureSet,
         [[strip(gallery.paths[j]) for j in row.tolist()] for row in nn_idx], correct,
         [name(queries.labels[i]) for i in chosen],
         [[name(gallery.labels[j]) for j in row.tolist()] for row in nn_idx],
-        title=f"nearest-neighbour retrieval, {init}: test queries (left) and their {k} nearest train videos, nearest first")
+        title=f"nearest-neighbour retrieval, {init}: test queries (left) and their {k} nearest "
+              "train videos, nearest first")
     path = visualize.save_figure(fig, ctx.run_dir / "retrieval_grid.png", ctx.tb.writer,
                                  "retrieval/grid")
     lines = ["# row: query -> nearest gallery videos, most similar first; "

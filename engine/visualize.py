@@ -212,7 +212,8 @@ def retrieval_figure(query_strips: Sequence[np.ndarray], neighbour_strips: Seque
     if (len(query_strips) != q or len(neighbour_strips) != q
             or any(len(row) != k for row in neighbour_strips)):
         raise ValueError(f"retrieval_figure: {len(query_strips)} queries and neighbour rows "
-                         f"{[len(r) for r in neighbour_strips]} disagree with correct {correct.shape}")
+                         f"{[len(r) for r in neighbour_strips]} disagree with correct "
+                         f"{correct.shape}")
     aspect = float(np.mean([s.shape[1] / s.shape[0] for s in query_strips]))   # width / height
     cell_w = float(np.clip(0.85 * aspect, 1.6, 3.6))                # inches per filmstrip
     cell_h = cell_w / aspect

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders with a log.jsonl")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders with a log.jsonl")
     args = parser.parse_args(argv)
     from engine.visualize import write_training_curves
     for run_dir in args.run_dirs:
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"{run_dir}: " + (f"wrote {path}" if path else "no epoch finished yet, nothing drawn"))
+        done = f"wrote {path}" if path else "no epoch finished yet, nothing drawn"
+        print(f"{run_dir}: {done}")
     return 0
 
 

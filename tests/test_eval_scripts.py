@@ -184,7 +184,8 @@ def test_retrieval_end_to_end_and_cache(tiny_ucf, tmp_path, monkeypatch, pretrai
     for k in (1, 5, 10, 20, 50):
         assert res[f"recall@{k}"] == round(100 * res[f"recall@{k}_hits"] / res["num_queries"], 2)
     rows = (out / "per_class_recall.csv").read_text().splitlines()
-    assert rows[0] == "class_index,class_name,num_queries,recall@1,recall@5,recall@10,recall@20,recall@50"
+    assert rows[0] == ("class_index,class_name,num_queries,"
+                       "recall@1,recall@5,recall@10,recall@20,recall@50")
     assert len(rows) == 1 + 4 and sum(int(r.split(",")[2]) for r in rows[1:]) == res["num_queries"]
     assert len((out / "retrieval_grid.txt").read_text().splitlines()) == 1 + 3
     assert len(list((out / "features").glob("*.pt"))) == 2

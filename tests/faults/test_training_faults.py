@@ -48,7 +48,8 @@ def test_sigterm_mid_epoch_saves_and_resume_finishes(tiny_ucf, tmp_path):
 
     resumed = run_script("train_pretrain.py", *args, "--resume", "auto")
     assert resumed.returncode == 0, resumed.output[-3000:]
-    assert f"step {state['step_in_epoch']} of it" in (out / "log.txt").read_text()
+    assert (f"{state['step_in_epoch']} steps of epoch {state['epoch'] + 1} done"
+            in (out / "log.txt").read_text())
     assert [record["epoch"] for record in jsonl(out)] == [0, 1]
     final = ck.load_checkpoint(latest(out))
     assert final["train_state"]["epoch"] == 2 and final["step"] == 8
