@@ -20,7 +20,9 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -97,6 +99,10 @@ class RunConfig:
     amp: str = F("auto", "mixed precision: 'auto' (fp16 + grad scaler on CUDA as the release, "
                          "float32 on CPU), 'fp16', 'bf16' or 'off'",
                  choices=("auto", "fp16", "bf16", "off"))
+    drop_last: bool = F(False, "training: drop each epoch's last partial batch. One process keeps "
+                               "it by default, as the release (239 pretraining steps per epoch on "
+                               "UCF101 split 1, the last of 17 videos; a last pretraining batch of "
+                               "one video is dropped); under torchrun it is always dropped")
     max_steps_per_epoch: int = F(0, "stop each epoch after this many steps (0 = full epoch); "
                                     "for smoke tests and demos")
     log_every_steps: int = F(10, "TensorBoard scalar interval in steps")
@@ -134,6 +140,8 @@ class PretrainConfig(RunConfig):
     sync_bn: bool = F(False, "convert BatchNorm to SyncBatchNorm under DDP")
     grad_checkpoint: bool = F(False, "activation checkpointing of the backbone stages (saves memory)")
     resume: str = F("", "'auto' (latest checkpoint in out_dir if any) or a checkpoint path")
+    overwrite: bool = F(False, "replace the earlier run in out_dir (its checkpoints, logs and "
+                               "config) instead of refusing to start; --resume continues it instead")
     save_every_epochs: int = F(5, "also keep checkpoints/epoch_NNNN.pth every N epochs (0 = never)")
     save_every_steps: int = F(0, "also refresh checkpoints/latest.pth every N steps (0 = per epoch)")
 
@@ -148,8 +156,14 @@ class ClassifyConfig(RunConfig):
     batch_size: int = F(32, "global batch size in clips")
     lr: float = F(1e-2, "Adam learning rate")
     weight_decay: float = F(0.0, "Adam weight decay")
-    plateau_patience: int = F(3, "epochs without training-loss improvement before lr /10")
-    min_lr: float = F(1e-5, "stop training once the learning rate falls below this")
+    plateau_patience: int = F(3, "epochs whose training loss is above the best before lr /10 "
+                                 "(see lr_rule)")
+    lr_rule: str = F("release", "'release': the release's counter of epochs above the best loss, "
+                                "not reset by an improvement; stop after the first epoch trained "
+                                "below min_lr. 'consecutive': patience epochs in a row without "
+                                "improvement; stop before an lr below min_lr",
+                     choices=("release", "consecutive"))
+    min_lr: float = F(1e-5, "stop training once the learning rate falls below this (see lr_rule)")
     num_test_clips: int = F(10, "clips per test video; softmax averaged over them")
     val_fraction: float = F(0.1, "fraction of the train split held out (stratified, seeded) for "
                                  "model selection; 0 = report the last epoch")
@@ -168,6 +182,10 @@ class LinearConfig(ClassifyConfig):
     """Linear evaluation: frozen backbone, one Linear layer on time/space-pooled features."""
 
     out_dir: str = F("runs/linear", "run folder")
+    amp: str = F("off", "precision: 'off' (float32, as the release's linear evaluation, the "
+                        "default), or mixed precision 'auto' / 'fp16' (fp16 + grad scaler on CUDA) "
+                        "or 'bf16'; CPU always runs float32",
+                 choices=("auto", "fp16", "bf16", "off"))
     bn_mode: str = F("frozen", "'frozen': backbone BatchNorm in eval mode (default); 'train': the "
                                "release's behaviour, running statistics keep updating",
                      choices=("frozen", "train"))
@@ -187,6 +205,9 @@ class RetrievalConfig(RunConfig):
     """Nearest-neighbour retrieval: test videos query the train gallery (TCLR_SPEC section 7)."""
 
     out_dir: str = F("runs/retrieval", "run folder")
+    amp: str = F("off", "precision of feature extraction: 'off' (float32, as the release's "
+                        "retrieval, the default), or autocast 'auto' / 'fp16' or 'bf16' on CUDA",
+                 choices=("auto", "fp16", "bf16", "off"))
     checkpoint: str = F("", "backbone weights (empty = random initialisation)")
     trust_checkpoint: bool = F(False, "allow unpickling a checkpoint with Python objects (the release's "
                                       "files); only for files you trust")
@@ -284,7 +305,8 @@ def _coerce(key: str, value: Any, tp: Any, from_string: bool) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if from_string and isinstance(value, str):
+        # also from a file: YAML 1.1 (PyYAML) reads 1e-3, without a dot, as the string "1e-3"
+        if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
@@ -363,6 +385,9 @@ def _flatten_mapping(values: dict[str, Any], source: str) -> dict[str, Any]:
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML or JSON config file into a mapping."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--config {p} is a directory, not a config file (a run folder's is "
+                          f"{p / 'config.yaml'})")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     text = p.read_text()
@@ -376,6 +401,21 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: expected a mapping of keys to values at the top level")
     return data
+
+
+def _refuse_other_job(path: str, job: str) -> None:
+    """A run folder's config.yaml (save_config's header names its class) given to another job."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    match = re.match(r"# Resolved (\w+)\.", first)
+    if not match:
+        return
+    writers = {cls.__name__: name for name, cls in JOBS.items()}
+    writer = writers.get(match.group(1))
+    if writer is not None and writer != job:
+        raise ConfigError(f"--config {path} was written by a {writer} job (it is that run's "
+                          f"config.yaml), but this is the {job} job, whose settings differ; pass "
+                          f"a {job} config or the flags themselves")
 
 
 def apply_preset(cfg: Any, name: str) -> None:
@@ -415,7 +455,7 @@ _SECTION_OF: dict[str, str] = {
                                   "trust_checkpoint", "bn_mode", "dropout")},
     **{name: "optimisation" for name in ("epochs", "batch_size", "lr", "weight_decay", "schedule",
                                          "warmup_factors", "plateau_patience", "plateau_factor",
-                                         "min_lr", "max_steps_per_epoch")},
+                                         "min_lr", "lr_rule", "max_steps_per_epoch", "drop_last")},
     **{name: "loss" for name in ("temperature", "w_ic_global", "w_ic_local", "w_local_local",
                                  "w_global_local")},
     **{name: "evaluation" for name in ("num_test_clips", "val_fraction", "select",
@@ -434,7 +474,7 @@ _NOT_USED_BY: dict[str, tuple[str, ...]] = {
     "linear": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
     "finetune": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
     "retrieval": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
-                  "max_steps_per_epoch", "max_bad_fraction") + _SYNTHETIC,
+                  "max_steps_per_epoch", "max_bad_fraction", "drop_last") + _SYNTHETIC,
 }
 
 
@@ -554,6 +594,8 @@ def parse_config(job: str, argv: list[str] | None = None, *, world_size: int = 1
         raise ConfigError(f"unexpected argument {unknown[0]!r} (options look like --key value)")
     cfg = JOBS[job]()
     file_values = load_config_file(args.config) if args.config else {}
+    if args.config:
+        _refuse_other_job(args.config, job)
     preset = getattr(args, "preset", None) or file_values.get("preset") or ""
     if preset:
         apply_preset(cfg, preset)
@@ -589,6 +631,8 @@ def finalize(cfg: Any, world_size: int = 1):
         if choices and _get(cfg, path) not in choices:
             raise ConfigError(f"config key {name!r}: {_get(cfg, path)!r} is not one of "
                               f"{', '.join(map(str, choices))}")
+    _require_finite(cfg, leaves)
+    _expand_user_paths(cfg, leaves)
     d = cfg.data
     _require(d.split in (1, 2, 3), f"config key 'split': {d.split} is not 1, 2 or 3")
     _require(d.clip_len >= 4 and d.clip_len % 4 == 0,
@@ -615,6 +659,7 @@ def finalize(cfg: Any, world_size: int = 1):
              f"{world_size} processes; use a multiple of {world_size}")
     cfg.per_device_batch = cfg.batch_size // world_size
     _require(cfg.epochs >= 0, f"config key 'epochs': must be >= 0, got {cfg.epochs}")
+    _require(cfg.seed >= 0, f"config key 'seed': must be >= 0, got {cfg.seed}")
     _require(cfg.max_steps_per_epoch >= 0, "config key 'max_steps_per_epoch': must be >= 0")
     _require(cfg.dist_timeout_s > 0,
              f"config key 'dist_timeout_s': must be > 0 seconds, got {cfg.dist_timeout_s}")
@@ -635,7 +680,32 @@ def finalize(cfg: Any, world_size: int = 1):
     return cfg
 
 
+# Path settings whose "~" is expanded as the shell would (a config file's values never see a shell)
+PATH_KEYS = ("data_root", "out_dir", "checkpoint", "resume", "cache_dir")
+
+
+def _expand_user_paths(cfg: Any, leaves: dict) -> None:
+    for key in PATH_KEYS:
+        if key in leaves:
+            value = _get(cfg, leaves[key][0])
+            if value.startswith("~"):
+                _set(cfg, leaves[key][0], os.path.expanduser(value))
+
+
+def _require_finite(cfg: Any, leaves: dict) -> None:
+    """Every float setting (and every number of a list setting) is finite: inf or nan in, say,
+    lr would train to non-finite weights."""
+    for name, (path, _f, tp) in leaves.items():
+        value = _get(cfg, path)
+        values = value if tp is tuple else (value,) if tp is float else ()
+        for v in values:
+            _require(math.isfinite(v), f"config key {name!r}: must be a finite number, got {v}")
+
+
 def _finalize_pretrain(cfg: PretrainConfig) -> None:
+    _require(cfg.proj_dim >= 1, f"config key 'proj_dim': must be >= 1, got {cfg.proj_dim}")
+    _require(not (cfg.overwrite and cfg.resume), "config keys 'resume' and 'overwrite': --resume "
+             "continues the earlier run, --overwrite replaces it; pass one of them")
     _require(cfg.lr > 0, f"config key 'lr': must be > 0, got {cfg.lr}")
     _require(cfg.temperature > 0, f"config key 'temperature': must be > 0, got {cfg.temperature}")
     _require(len(cfg.warmup_factors) > 0 and all(f > 0 for f in cfg.warmup_factors),

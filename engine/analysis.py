@@ -70,13 +70,16 @@ class SimilarityAccumulator:
         self.total: torch.Tensor | None = None  # [T', T'] float64, sum over videos
         self.num_videos = 0
 
-    def add(self, fmaps: torch.Tensor) -> None:
+    def add(self, fmaps: torch.Tensor, clip_mask: torch.Tensor | None = None) -> None:
         """Add a batch of videos.
 
         Args:
             fmaps: [B, clips, C, T'] feature maps of B videos.
+            clip_mask: bool [B, clips], the clips to use (MultiClipDataset's "clip_mask"); None = all.
         """
-        for video in fmaps:  # [clips, C, T']
+        for row, video in enumerate(fmaps):  # [clips, C, T']
+            if clip_mask is not None:
+                video = video[clip_mask[row].to(video.device)]
             matrix = timestep_similarity(video).cpu()  # [T', T']
             self.total = matrix if self.total is None else self.total + matrix
             self.num_videos += 1
@@ -133,7 +136,7 @@ def temporal_similarity(
     for batch in tqdm(loader, desc="videos", disable=not progress, leave=False, dynamic_ncols=True):
         clips = batch["clips"].to(device, non_blocking=True)  # [B, clips, 3, T, S, S]
         for label, backbone in backbones.items():
-            results[label].add(clip_feature_maps(backbone, clips, amp))
+            results[label].add(clip_feature_maps(backbone, clips, amp), batch.get("clip_mask"))
     return results
 
 

@@ -11,8 +11,11 @@ One engine serves both protocols (TCLR_SPEC section 7); they differ only in what
   raises :class:`engine.errors.TrainingError` if anything changed.
 - finetune (:class:`config.FinetuneConfig`): every layer trains (optional dropout before fc).
 
-Both: Adam; lr / 10 when the epoch's mean training loss has not improved for ``plateau_patience``
-epochs; training stops once the lr falls below ``min_lr`` or after ``epochs``. Training clips:
+Both: Adam; lr / 10 under the release's plateau rule (``lr_rule=release``: a counter of epochs
+whose training loss is above the best so far, not reset by an improvement, reaching
+``plateau_patience``; training stops after the first epoch trained below ``min_lr``) or the
+consecutive rule (``lr_rule=consecutive``), see engine.schedules.classifier_update; at most
+``epochs`` epochs. Training clips:
 16 frames at stride 2 from a random start, weak augmentation. Test: ``num_test_clips`` clips per
 video with evenly spaced starts, centre crop 0.8, softmax averaged over the clips of a video, every
 test video exactly once.
@@ -53,7 +56,7 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
 from engine.distributed import all_gather_objects, all_reduce_sum
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
 from engine.logging import eta_text, steps_text
-from engine.schedules import PlateauState, plateau_update, set_lr
+from engine.schedules import PlateauState, classifier_update, set_lr
 
 SELECT_LABELS = {
     "val": "val (best accuracy on held-out train videos)",
@@ -175,6 +178,9 @@ def init_backbone(backbone: nn.Module, cfg: Any, logger) -> dict[str, Any]:
                 "load_summary": "random initialisation"}
     from models import load_backbone_weights
     report = load_backbone_weights(backbone, cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint)
+    ckpt_io.require_finite(backbone.state_dict(), f"{cfg.checkpoint}: its backbone weights",
+                           " It cannot be evaluated: use a checkpoint from before the training "
+                           "diverged (checkpoints/epoch_NNNN.pth)")
     summary = load_summary(cfg.checkpoint, report)
     logger.info(summary)
     if report.color is not None and report.color != cfg.data.color:
@@ -290,7 +296,7 @@ def eval_batch_size(cfg: ClassifyConfig, num_clips: int) -> int:
 def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     """Video lists, subsets (written to the run folder) and loaders."""
     from dataloaders import datasets as ds
-    from dataloaders.splits import build_video_list
+    from dataloaders.splits import build_video_list, check_split_lists
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
     train_all, class_names = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
@@ -299,16 +305,18 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     if list(test_classes) != list(class_names):
         raise TrainingError(f"{d.dataset} split {d.split} under {d.data_root}: the train and test "
                             "lists name different classes")
+    for note in check_split_lists(train_all, test_videos, f"{d.dataset} split {d.split} under "
+                                                          f"{d.data_root}"):
+        ctx.logger.warning(note)
+    ds.check_eval_lengths(test_videos, d.clip_len, d.train_stride, f"{d.dataset} split {d.split} "
+                                                                    "test")
     train_videos, val_videos = split_train_videos(train_all, cfg)
-    if ctx.dist.is_main:
-        write_video_list(ctx.run_dir / "labelled_videos.txt", train_videos, d.data_root)
-        write_video_list(ctx.run_dir / "val_videos.txt", val_videos, d.data_root)
     train_set = ds.ClipDataset(train_videos, clip_len=d.clip_len, stride=d.train_stride,
                                size=d.resolution, color=d.color, augment="weak", seed=cfg.seed,
                                color_ops=d.color_ops)
     if len(train_set) < cfg.batch_size:
-        raise TrainingError(f"{len(train_set)} labelled training videos, fewer than one batch "
-                            f"({cfg.batch_size}); lower --batch-size or raise --label-fraction")
+        raise TrainingError(too_few_videos(cfg, len(train_all), len(train_videos),
+                                           len(val_videos)))
     train_loader, train_sampler = make_loader(train_set, cfg, ctx.dist, train=True,
                                               collate_fn=ds.collate_clips)
     val_loader = None
@@ -325,6 +333,29 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
         f"at most {cfg.epochs} epochs")
     return ClassifyData(train_loader, train_sampler, val_loader, test_loader, list(class_names),
                         train_videos, val_videos, test_videos)
+
+
+def too_few_videos(cfg: ClassifyConfig, listed: int, labelled: int, held_out: int) -> str:
+    """Why fewer labelled videos than one batch remain, naming the setting that causes it."""
+    text = (f"{labelled} labelled training videos, fewer than one batch ({cfg.batch_size}): the "
+            f"train list has {listed}")
+    if held_out and listed - held_out < cfg.batch_size <= listed:
+        return (f"{text}, of which --val-fraction {cfg.val_fraction:g} holds out {held_out} for "
+                f"validation (at least one per class); lower --val-fraction, use --select last "
+                f"(no validation videos), or lower --batch-size")
+    if cfg.label_fraction < 1.0 and listed - held_out >= cfg.batch_size:
+        return (f"{text}, and --label-fraction {cfg.label_fraction:g} keeps {labelled} of them; "
+                "raise --label-fraction or lower --batch-size")
+    return (f"{text}{f' ({held_out} held out for validation)' if held_out else ''}; lower "
+            "--batch-size")
+
+
+def write_subsets(ctx: RunContext, data: "ClassifyData") -> None:
+    """labelled_videos.txt and val_videos.txt in the run folder (rank 0)."""
+    if ctx.dist.is_main:
+        root = ctx.cfg.data.data_root
+        write_video_list(ctx.run_dir / "labelled_videos.txt", data.train_videos, root)
+        write_video_list(ctx.run_dir / "val_videos.txt", data.val_videos, root)
 
 
 def _eval_loader(cfg: ClassifyConfig, ctx: RunContext, videos: list, num_clips: int):
@@ -456,7 +487,8 @@ def evaluate(ctx: RunContext, model: nn.Module, loader, num_classes: int, desc: 
         b, c = clips.shape[:2]
         with autocast(device, dtype):
             logits = model(clips.flatten(0, 1))                   # [B*C, classes]
-        probs = metrics.clip_softmax_average(logits.view(b, c, -1))   # [B, classes]
+        probs = metrics.clip_softmax_average(logits.view(b, c, -1),    # [B, classes]
+                                             batch.get("clip_mask"))
         acc.add(ids, probs, labels.tolist())
     merged = metrics.VideoScoreAccumulator(num_classes)
     for state in all_gather_objects(acc.state()):
@@ -536,6 +568,8 @@ def _run(cfg: ClassifyConfig, ctx: RunContext) -> dict:
     seed_everything(cfg.seed)
     plain = build_classifier(cfg, len(data.class_names))
     init = init_backbone(plain.backbone, cfg, ctx.logger)
+    ctx.commit()   # start-up succeeded: from here on the run folder is written
+    write_subsets(ctx, data)
     linear = isinstance(cfg, LinearConfig)
     if linear:
         plain.freeze_backbone()
@@ -584,8 +618,9 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
         started = time.perf_counter()
         stats = train_one_epoch(ctx, model, plain, data.train_loader, optimizer, scaler, epoch)
         lr = optimizer.param_groups[0]["lr"]
-        plateau = plateau_update(plateau, stats.loss, patience=cfg.plateau_patience, factor=0.1)
-        lr_too_low = cfg.lr * plateau.scale < cfg.min_lr * (1 - 1e-9)
+        plateau, lr_too_low = classifier_update(
+            plateau, stats.loss, lr, base_lr=cfg.lr, patience=cfg.plateau_patience, factor=0.1,
+            min_lr=cfg.min_lr, rule=cfg.lr_rule)
         record = {"epoch": epoch, "lr": lr, "loss": stats.loss, "train_clip_acc": stats.accuracy,
                   "steps": stats.steps, "skipped_videos": len(stats.failures),
                   "time": time.time()}
@@ -601,8 +636,9 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
                 ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "best.pth")
         if lr_too_low:
             stopped_because = "min_lr"
-            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} fell below min_lr {cfg.min_lr:.1e}: "
-                            f"stopping after epoch {epoch + 1}")
+            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} (epoch {epoch + 1}: {lr:.1e}) fell "
+                            f"below min_lr {cfg.min_lr:.1e} (--lr-rule {cfg.lr_rule}): stopping "
+                            f"after epoch {epoch + 1}")
             break
     return FitOutcome(epochs_run=epoch + 1, stopped_because=stopped_because, selection=selection)
 
@@ -665,8 +701,12 @@ def protocol_text(cfg: ClassifyConfig) -> str:
         val_clips = cfg.val_clips or cfg.num_test_clips
         val = (f"; validation: {cfg.val_fraction:g} of each class of the train split held out "
                f"(seed {cfg.seed}), {val_clips} clips/video")
-    return (f"{what}; Adam lr {cfg.lr:g}, /10 after {cfg.plateau_patience} epochs without "
-            f"training-loss improvement, stop below {cfg.min_lr:g} or after {cfg.epochs} epochs; "
+    rule = (f"/10 each time {cfg.plateau_patience} epochs (counted since the last drop, not "
+            f"reset by an improvement: the release's rule) had a training loss above the best, "
+            f"stop after the first epoch trained below {cfg.min_lr:g}" if cfg.lr_rule == "release"
+            else f"/10 after {cfg.plateau_patience} consecutive epochs without training-loss "
+            f"improvement, stop before an lr below {cfg.min_lr:g}")
+    return (f"{what}; Adam lr {cfg.lr:g}, {rule}, at most {cfg.epochs} epochs; "
             f"train clips {d.clip_len} frames stride {d.train_stride}, weak augmentation; test: "
             f"{cfg.num_test_clips} clips/video, centre crop 0.8 -> {d.resolution}px, softmax "
             f"averaged per video; model selection: {SELECT_LABELS[cfg.select]}{val}")

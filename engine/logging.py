@@ -44,6 +44,27 @@ def get_logger(name: str = "tclr", run_dir: str | os.PathLike | None = None) -> 
     return logger
 
 
+class PendingRecords(logging.Handler):
+    """Holds log records in memory until the run folder may be written (RunContext.commit hands
+    them to log.txt; a failed start drops them, so its folder stays as it was)."""
+
+    def __init__(self):
+        super().__init__()
+        self.buffer: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.buffer.append(record)
+
+
+def log_to_files(message: str, level: int = logging.ERROR, name: str = "tclr") -> None:
+    """Write ``message`` to the log.txt files of the logger only (the console already has it)."""
+    logger = logging.getLogger(name)
+    record = logger.makeRecord(name, level, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 class JsonlLog:
     """Appends one JSON object per line to ``path`` (rank 0 only)."""
 
@@ -71,9 +92,9 @@ def _json_default(obj: Any):
 class TensorBoard:
     """A SummaryWriter on rank 0; silent elsewhere."""
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(self, log_dir: str | os.PathLike, enabled: bool = True):
         self.writer = None
-        if get_rank() == 0:
+        if enabled and get_rank() == 0:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(log_dir=str(log_dir))
 

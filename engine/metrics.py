@@ -123,9 +123,20 @@ class VideoScoreAccumulator:
         return acc
 
 
-def clip_softmax_average(logits: torch.Tensor) -> torch.Tensor:
-    """Per-video softmax averaged over clips: logits [B, C_clips, classes] -> [B, classes]."""
-    return logits.float().softmax(dim=-1).mean(dim=1)
+def clip_softmax_average(logits: torch.Tensor, clip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-video softmax averaged over clips: logits [B, C_clips, classes] -> [B, classes].
+
+    clip_mask: bool [B, C_clips], the clips to average (MultiClipDataset's "clip_mask"); None = all.
+    """
+    return masked_clip_mean(logits.float().softmax(dim=-1), clip_mask)
+
+
+def masked_clip_mean(values: torch.Tensor, clip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """values [B, C_clips, D] averaged over the clips where clip_mask [B, C_clips] is True: [B, D]."""
+    if clip_mask is None:
+        return values.mean(dim=1)
+    weights = clip_mask.to(values.device, values.dtype).unsqueeze(-1)       # [B, C_clips, 1]
+    return (values * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
 
 
 def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, num_classes: int
@@ -318,6 +329,10 @@ PROTOCOL_FIELDS = ("job", "dataset", "split", "backbone", "width", "checkpoint",
                    "bn_mode", "color", "resolution")
 
 
+class ResultsFileError(ValueError):
+    """A results.json that cannot be read as a job's results (the message names the file)."""
+
+
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Read several results.json files (a folder means <folder>/results.json)."""
     out = []
@@ -327,7 +342,14 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             p = p / "results.json"
         if not p.is_file():
             raise FileNotFoundError(f"no results file at {p}")
-        data = json.loads(p.read_text())
+        try:
+            data = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResultsFileError(f"{p} is not valid JSON ({exc}); rerun the job that wrote it, "
+                                   "or delete it") from None
+        if not isinstance(data, dict):
+            raise ResultsFileError(f"{p} holds a JSON {type(data).__name__}, not the object a "
+                                   "job writes; rerun the job that wrote it, or delete it")
         data.setdefault("run_dir", str(p.parent))
         out.append(data)
     return out

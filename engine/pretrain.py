@@ -7,6 +7,7 @@ epochs, lr /10 after 9 epochs without improvement of the epoch's mean loss, fp16
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class StopFlag:
 
     def __init__(self):
         self.signum: int | None = None
+        self.repeats = 0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -51,7 +53,14 @@ class StopFlag:
 
     def _handle(self, signum, _frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: give up on the graceful path
+            self.repeats += 1
+            if self.repeats >= 2:
+                raise KeyboardInterrupt  # third Ctrl-C: give up on the graceful path
+            # os.write, not logging or print: a signal handler may interrupt either mid-write
+            os.write(2, b"Ctrl-C again: still saving. The run finishes its current step, writes "
+                        b"checkpoints/latest.pth and exits; a third Ctrl-C abandons that save "
+                        b"(the previous latest.pth stays intact)\n")
+            return
         self.signum = signum
 
     @property
@@ -131,14 +140,18 @@ def resume_path(cfg: PretrainConfig) -> Path | None:
     if cfg.resume == "auto":
         return ckpt_io.latest_checkpoint(cfg.out_dir)
     path = Path(cfg.resume)
+    if path.is_dir():
+        raise ckpt_io.CheckpointError(f"--resume {cfg.resume} is a directory; pass a checkpoint "
+                                      "file, or --resume auto with --out-dir set to that run")
     if not path.is_file():
         raise ckpt_io.CheckpointError(f"--resume {cfg.resume}: no such checkpoint file")
     return path
 
 
 def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig,
-            rank: int) -> TrainState:
-    """Load a pretraining checkpoint into model/optimizer/scaler; return the training state."""
+            rank: int, logger=None) -> TrainState:
+    """Load a pretraining checkpoint into model/optimizer/scaler; return the training state.
+    With a ``logger``, warn when the checkpoint was trained on other data (warn_other_data)."""
     ckpt = ckpt_io.load_checkpoint(path)
     meta = ckpt.get("meta", {})
     if meta.get("kind") != "pretrain":
@@ -149,6 +162,8 @@ def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig
             raise ckpt_io.CheckpointError(
                 f"{path} was written with {key}={meta.get(key)!r} but this run has "
                 f"{key}={getattr(cfg, key)!r}; pass the same --{key} or another --out-dir")
+    if logger is not None:
+        warn_other_data(path, ckpt.get("config", {}), cfg, logger)
     unwrap(model).load_state_dict(ckpt["model"], strict=True)
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
@@ -156,6 +171,18 @@ def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig
     if rank < len(rngs):
         ckpt_io.set_rng_state(rngs[rank])
     return TrainState.from_state_dict(ckpt["train_state"])
+
+
+def warn_other_data(path: Path, saved_config: dict, cfg: PretrainConfig, logger) -> None:
+    """Say so when a resumed checkpoint was trained on another dataset folder or split."""
+    saved = saved_config.get("data", {})
+    d = cfg.data
+    then = (str(Path(saved.get("data_root", d.data_root)).resolve()), saved.get("split", d.split))
+    now = (str(Path(d.data_root).resolve()), d.split)
+    if then != now:
+        logger.warning(f"{path} was trained on {then[0]} split {then[1]}, this run reads "
+                           f"{now[0]} split {now[1]}: the resumed run is not the exact "
+                           "continuation of the checkpoint's (that needs the same data)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +399,8 @@ def _build_data(cfg: PretrainConfig, ctx: RunContext):
     if len(dataset) < cfg.batch_size:
         raise TrainingError(f"the {d.dataset} train list under {d.data_root} has {len(dataset)} "
                             f"videos, fewer than one global batch ({cfg.batch_size})")
-    loader, sampler = make_loader(dataset, cfg, ctx.dist, train=True, collate_fn=collate_pretrain)
+    loader, sampler = make_loader(dataset, cfg, ctx.dist, train=True, collate_fn=collate_pretrain,
+                                  min_last_batch=2)
     return loader, sampler, len(videos), len(classes)
 
 
@@ -382,6 +410,8 @@ def run(cfg: PretrainConfig) -> dict:
 
 
 def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
+    from engine.rundir import refuse_earlier_run
+    refuse_earlier_run(ctx.run_dir, cfg.resume, cfg.overwrite)
     loader, sampler, n_videos, n_classes = _build_data(cfg, ctx)
     model, plain = prepare_model(cfg, ctx.device, ctx.dist.distributed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -389,9 +419,10 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     state = TrainState()
     start = resume_path(cfg)
     if start is not None:
-        state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank)
+        state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank, ctx.logger)
         ctx.logger.info(f"resumed from {start}: {state.epoch} epochs and {state.step_in_epoch} "
                         f"steps of epoch {state.epoch + 1} done, global step {state.global_step}")
+    ctx.commit()   # start-up succeeded: from here on the run folder is written
     ctx.logger.info(f"{n_videos} training videos in {n_classes} classes; "
                     f"{steps_text(len(loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} "
                     f"videos ({cfg.per_device_batch} per process), {cfg.epochs} epochs; "

@@ -32,8 +32,9 @@ from engine import metrics
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
                            run_job, seed_everything)
 from engine.distributed import all_gather_objects, barrier
+from engine.errors import NonFiniteWeightsError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: keyed by checkpoint content and each video's size and mtime
 
 
 @dataclass
@@ -50,19 +51,22 @@ class FeatureSet:
 # Features
 # --------------------------------------------------------------------------------------------
 
-def video_features(backbone: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+def video_features(backbone: nn.Module, clips: torch.Tensor,
+                   clip_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Retrieval features of a batch of videos.
 
     Args:
         backbone: maps [N, 3, T, S, S] -> feature map [N, C, T'].
         clips: [B, K, 3, T, S, S], K clips per video.
+        clip_mask: bool [B, K], the clips to average (MultiClipDataset's "clip_mask": a very short
+            video's clips that cannot be padded are left out, as in the release); None = all.
     Returns:
-        [B, C*T'] float32: per-clip flattened feature maps averaged over the K clips, L2-normalised.
+        [B, C*T'] float32: per-clip flattened feature maps averaged over the clips, L2-normalised.
     """
     b, k = clips.shape[:2]
     fmap = backbone(clips.flatten(0, 1))                       # [B*K, C, T']
     flat = fmap.float().flatten(1).view(b, k, -1)              # [B, K, C*T']
-    return metrics.l2_normalize(flat.mean(dim=1))              # [B, C*T']
+    return metrics.l2_normalize(metrics.masked_clip_mean(flat, clip_mask))  # [B, C*T']
 
 
 @torch.no_grad()
@@ -87,7 +91,7 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
     for batch in bar:
         clips = batch["clips"].to(device, non_blocking=True)         # [B, K, 3, T, S, S]
         with autocast(device, dtype):
-            feats = video_features(backbone, clips).cpu()            # [B, D]
+            feats = video_features(backbone, clips, batch.get("clip_mask")).cpu()  # [B, D]
         for vid, f, y in zip(batch["video_id"].tolist(), feats, batch["label"].tolist()):
             rows.setdefault(int(vid), (f, int(y)))
     merged: dict[int, tuple[torch.Tensor, int]] = {}
@@ -108,23 +112,52 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
 # Feature cache
 # --------------------------------------------------------------------------------------------
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content (memoised per path, size and mtime within this process)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
 def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
-    """What identifies the weights: the checkpoint file (resolved path, size, mtime) or, for
-    random initialisation, the seed that drew them."""
+    """What identifies the weights: the checkpoint file's content (sha256; a file rewritten in
+    place with other weights is another checkpoint) or, for random initialisation, the seed."""
     if not cfg.checkpoint:
         return {"init": "random", "seed": cfg.seed}
     p = Path(cfg.checkpoint).resolve()
+    if p.is_dir():
+        raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint} is a directory, not a "
+                                      "checkpoint file (a run's are in its checkpoints/ folder)")
     if not p.is_file():
         raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint}: no such file")
-    st = p.stat()
-    return {"init": "checkpoint", "path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"init": "checkpoint", "path": str(p), "sha256": file_sha256(p)}
+
+
+def video_identity(path: str) -> str:
+    """A video's identity for the cache: path, size and modification time (a dataset regenerated
+    or re-downloaded in place changes them)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return f"{path}\tabsent"
+    return f"{path}\t{st.st_size}\t{st.st_mtime_ns}"
 
 
 def cache_key(cfg: RetrievalConfig, subset: str, videos: list, device: torch.device
               ) -> dict[str, Any]:
     """Everything a subset's features depend on, as a JSON-able dict."""
     d = cfg.data
-    listing = hashlib.sha256("\n".join(f"{p}\t{y}" for p, y in videos).encode()).hexdigest()
+    listing = hashlib.sha256("\n".join(f"{video_identity(p)}\t{y}" for p, y in videos).encode()
+                             ).hexdigest()
     dtype = amp_dtype(cfg.amp, device)
     return {
         "version": CACHE_VERSION, "weights": checkpoint_identity(cfg),
@@ -135,6 +168,16 @@ def cache_key(cfg: RetrievalConfig, subset: str, videos: list, device: torch.dev
         "resolution": d.resolution, "color": d.color, "crop": 0.8, "flip": False,
         "precision": str(dtype) if dtype is not None else "float32",
     }
+
+
+def why_valid(key: dict[str, Any]) -> str:
+    """Why a cache file with this key holds the features this run would compute."""
+    weights = key["weights"]
+    what = (f"checkpoint content sha256 {weights['sha256'][:12]}" if weights["init"] == "checkpoint"
+            else f"random initialisation, seed {weights['seed']}")
+    return (f"same {what}, same {key['num_videos']} videos (path, size and mtime of each), same "
+            f"protocol ({key['num_clips']} clips of {key['clip_len']} frames at stride "
+            f"{key['stride']}, {key['resolution']} px, {key['color']}, {key['precision']})")
 
 
 def cache_file(cfg: RetrievalConfig, key: dict[str, Any]) -> Path:
@@ -180,6 +223,15 @@ class _LazyBackbone:
         return self.module
 
 
+def require_finite_features(features: torch.Tensor, cfg: RetrievalConfig, what: str) -> None:
+    """Recall@k of NaN features is a number that means nothing: refuse them, naming the weights."""
+    rows = int((~torch.isfinite(features)).any(dim=1).sum())
+    if rows:
+        source = cfg.checkpoint or f"the random initialisation (seed {cfg.seed})"
+        raise NonFiniteWeightsError(f"{what}: {rows} of {features.shape[0]} videos have NaN or "
+                                    f"inf features from {source}; nothing was reported")
+
+
 def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, subset: str,
                     videos: list) -> FeatureSet:
     """Features of one subset, from the cache when its key matches, else computed and cached."""
@@ -188,7 +240,8 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
     path = cache_file(cfg, key)
     cached = load_cached(path, key)
     if cached is not None:
-        ctx.logger.info(f"{subset}: loaded cached features {path}")
+        require_finite_features(cached[0], cfg, f"{subset} features cached in {path}")
+        ctx.logger.info(f"{subset}: reusing cached features {path}: {why_valid(key)}")
         return FeatureSet(cached[0], cached[1], [p for p, _ in videos], from_cache=True)
     d = cfg.data
     dataset = ds.MultiClipDataset(videos, num_clips=cfg.num_clips, clip_len=d.clip_len,
@@ -198,6 +251,7 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
                             batch_size=cfg.per_device_batch)
     t0 = time.time()
     features, labels = extract_features(ctx, lazy.get(), loader, f"features {subset}")
+    require_finite_features(features, cfg, f"{subset} features")
     ctx.logger.info(f"{subset}: extracted features of {len(videos)} videos x {cfg.num_clips} clips "
                     f"in {time.time() - t0:.1f} s -> {path}")
     if ctx.dist.is_main:
@@ -212,13 +266,28 @@ def run(cfg: RetrievalConfig) -> dict:
 
 
 def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
-    from dataloaders.splits import build_video_list
+    from dataloaders.datasets import check_eval_lengths
+    from dataloaders.splits import build_video_list, check_split_lists
+    from engine.rundir import check_writable_dir
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
     gallery_videos, class_names = build_video_list(d.dataset, d.data_root, split=d.split,
                                                    subset="train")
     query_videos, _ = build_video_list(d.dataset, d.data_root, split=d.split, subset="test")
+    for note in check_split_lists(gallery_videos, query_videos,
+                                  f"{d.dataset} split {d.split} under {d.data_root}"):
+        ctx.logger.warning(note)
+    check_writable_dir(cache_file(cfg, {"subset": ""}).parent, "--cache-dir")
     lazy = _LazyBackbone(cfg, ctx)
+    to_extract = [(subset, videos) for subset, videos in (("train", gallery_videos),
+                                                          ("test", query_videos))
+                  if not cache_file(cfg, cache_key(cfg, subset, videos, ctx.device)).is_file()]
+    if to_extract:   # checked now, so that a bad video or checkpoint is a failed start
+        for subset, videos in to_extract:
+            check_eval_lengths(videos, d.clip_len, d.train_stride,
+                               f"{d.dataset} split {d.split} {subset}")
+        lazy.get()
+    ctx.commit()     # start-up succeeded: from here on the run folder is written
     gallery = subset_features(cfg, ctx, lazy, "train", gallery_videos)
     queries = subset_features(cfg, ctx, lazy, "test", query_videos)
     recalls, neighbours, notes = metrics.recall_at_k(queries.features, queries.labels,

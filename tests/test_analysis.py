@@ -86,6 +86,15 @@ def test_accumulator_weights_each_video_once():
     torch.testing.assert_close(acc.result(), expected)
 
 
+def test_accumulator_leaves_out_masked_clips():
+    """A very short video's unpaddable clips (clip_mask False) do not enter its matrix."""
+    gen = torch.Generator().manual_seed(1)
+    fmaps = torch.rand(1, 3, 8, 4, generator=gen)             # [B=1, clips=3, C=8, T'=4]
+    acc = SimilarityAccumulator()
+    acc.add(fmaps, torch.tensor([[True, False, True]]))
+    torch.testing.assert_close(acc.result(), timestep_similarity(fmaps[0, [0, 2]]))
+
+
 def test_labels_subsets_and_image():
     names = ["random", "runs/tclr/checkpoints/best.pth", "runs/ic/checkpoints/best.pth",
              "w/my model.pth", "x/my model.pth"]

@@ -21,6 +21,12 @@ def test_defaults_are_the_papers():
     lin, _ = parse_config("linear", [])
     assert (lin.lr, lin.batch_size, lin.plateau_patience, lin.min_lr) == (1e-2, 32, 3, 1e-5)
     assert lin.num_test_clips == 10 and lin.bn_mode == "frozen"
+    assert lin.lr_rule == "release"  # linear_eval/train.py's counter, not the consecutive rule
+    # evaluation precision: float32 as the release (no autocast in linear_eval/, nn_retrieval/);
+    # pretraining keeps the release's fp16 autocast and finetuning (not in the release) its 'auto'
+    assert lin.amp == "off" and parse_config("retrieval", [])[0].amp == "off"
+    assert cfg.amp == "auto" and parse_config("finetune", [])[0].amp == "auto"
+    assert parse_config("linear", ["--amp", "bf16"])[0].amp == "bf16"
     ret, _ = parse_config("retrieval", [])
     assert ret.num_clips == 9 and ret.ks == (1, 5, 10, 20, 50)
     fin, _ = parse_config("finetune", [])

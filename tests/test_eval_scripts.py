@@ -152,6 +152,26 @@ def test_linear_backbone_check_fails_when_a_weight_changes(tiny_ucf, tmp_path, m
         train_linear.main(classify_args(tiny_ucf, tmp_path / "tamper", "--select", "last"))
 
 
+@pytest.mark.parametrize("rule, epochs", [("release", 18), ("consecutive", 19)])
+def test_linear_lr_rule_drives_the_epoch_loop(tiny_ucf, tmp_path, monkeypatch, rule, epochs):
+    """The epoch loop follows the hand-worked table of tests/test_schedules.py (release default)."""
+    import train_linear
+    from engine import classify
+    from tests.test_schedules import CLASSIFIER_LOSSES, CONSECUTIVE_LRS, RELEASE_LRS
+    losses = iter(CLASSIFIER_LOSSES)
+    monkeypatch.setattr(classify, "train_one_epoch", lambda *args, **kwargs: classify.EpochStats(
+        loss=next(losses), accuracy=0.0, steps=1, failures=[]))
+    out = tmp_path / rule
+    flags = ["--select", "last", "--epochs", "40"] + (["--lr-rule", rule] if rule != "release" else [])
+    assert train_linear.main(classify_args(tiny_ucf, out, *flags)) == 0
+    res = read_results(out)
+    assert res["epochs_run"] == epochs and res["stopped_because"] == "min_lr"
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if "lr" in r and "epoch" in r]
+    expected = RELEASE_LRS if rule == "release" else CONSECUTIVE_LRS
+    assert lrs == pytest.approx(expected, rel=1e-9)
+
+
 def test_colour_mismatch_is_an_error(pretrain_checkpoint):
     import logging
     import config

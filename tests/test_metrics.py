@@ -38,6 +38,16 @@ def test_clip_softmax_average_is_mean_of_softmaxes():
     assert torch.allclose(out[0], expected)
 
 
+def test_clip_softmax_average_leaves_out_masked_clips():
+    """A very short video's unpaddable clips (clip_mask False) are not averaged (the release)."""
+    logits = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [3.0, 3.0]],
+                           [[0.0, 0.0], [10.0, 0.0], [3.0, 3.0]]])   # [B=2, C=3 clips, 2 classes]
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    out = metrics.clip_softmax_average(logits, mask)
+    torch.testing.assert_close(out[0], torch.tensor([0.5, 0.5]))   # clips 0 and 2 only
+    torch.testing.assert_close(out[1], metrics.clip_softmax_average(logits[1:])[0])
+
+
 def test_every_video_counted_once_under_distributed_padding():
     """8 videos over 3 processes: DistributedSampler pads to 9; the merge counts 8."""
     num_videos, world = 8, 3
@@ -342,3 +352,21 @@ def test_eta_and_duration_text():
     assert eta_text(5, 5, 65.0) == "epoch time 1 min 05 s, done"
     assert steps_text(12, 0) == "12 steps per epoch" and steps_text(12, 20) == "12 steps per epoch"
     assert steps_text(12, 3) == "3 steps per epoch (--max-steps-per-epoch 3; a full epoch has 12)"
+
+
+def test_retrieval_feature_leaves_out_masked_clips():
+    """video_features averages the flattened [C, T'] maps over the unmasked clips, then L2-normalises."""
+    from engine.retrieval import video_features
+
+    class Identity(torch.nn.Module):  # a "backbone" whose feature map is its input's first pixels
+        def forward(self, x):                      # [N, 3, T, S, S] -> [N, 3, T]
+            return x[:, :, :, 0, 0]
+
+    clips = torch.zeros(1, 3, 3, 2, 1, 1)          # [B=1, K=3, 3, T=2, 1, 1]
+    clips[0, 0, 0, 0] = 3.0                        # clip 0 feature: [3, 0, 0, 0, 0, 0]
+    clips[0, 1, 1, 1] = 4.0                        # clip 1 (masked out): [0, 0, 0, 4, 0, 0]
+    clips[0, 2, 0, 0] = 1.0                        # clip 2: [1, 0, 0, 0, 0, 0]
+    out = video_features(Identity(), clips, torch.tensor([[True, False, True]]))
+    torch.testing.assert_close(out, torch.tensor([[1.0, 0, 0, 0, 0, 0]]))
+    everything = video_features(Identity(), clips)     # mean [4/3, 0, 0, 4/3, 0, 0] -> normalised
+    torch.testing.assert_close(everything, torch.tensor([[0.5 ** 0.5, 0, 0, 0.5 ** 0.5, 0, 0]]))
