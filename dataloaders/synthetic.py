@@ -24,6 +24,13 @@ crop- and colour-invariant, and its single frames are distributed like those of 
 - Appearance (background colour/texture/noise) is shared within a UCF-style group (gXX), so the
   group-wise splits test on unseen backgrounds as UCF101's test on unseen actors and scenes.
 
+Two designs (`--design`, `DESIGNS`): "varied" (the default, described above: the demo's and the
+tests' data) and "trajectory" (the learning demo's data): every video has the same look, one light
+square on a flat grey background, and six classes differ only in the square's path (static,
+horizontal / vertical / diagonal swing, circle, bouncing drift). There instance discrimination has no
+appearance shortcut: the only way to tell two videos apart is motion (README "Demo and mini
+ablation" has the measurements that led to it).
+
 Run `python -m dataloaders.synthetic --out DIR` (flags in `build_parser`); `separability_check`
 measures that single frames carry no class information while short clips do (also
 scripts/check_synthetic.py). A manifest (synthetic_manifest.json) records the arguments, every video's
