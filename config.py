@@ -62,6 +62,11 @@ class DataConfig:
     resolution: int = F(112, "side of the square network input in pixels")
     color: str = F("bgr", "channel order fed to the network (the release's weights expect BGR)",
                    choices=("bgr", "rgb"))
+    color_ops: str = F("release", "channels the colour augmentation's formulas (grayscale weights, "
+                                  "hue, saturation/contrast grey) take as R, G, B: 'release' = the "
+                                  "stored channels in order, as the release's PIL calls on BGR "
+                                  "arrays; 'true_channels' = the real R, G, B of --color",
+                       choices=("release", "true_channels"))
     num_workers: int = F(8, "DataLoader worker processes per training process")
     augment_on: str = F("cpu", "where pretraining augmentation runs: 'cpu' (DataLoader workers) or "
                                "'device' (batched on the training device)",

@@ -24,9 +24,15 @@ half a grey level on average, at most ~4 levels without hue; PIL's 8-bit HSV hue
   differ by one grey level at a few pixels.
 * The colour operations run in float32 without rounding to uint8 between steps (PIL rounds after
   each). Contrast uses the frame's exact mean grey level (PIL rounds it to an integer).
-* Hue, saturation, contrast and grayscale are computed for the true channel order (`channel_order`,
-  default "bgr"); the release applied PIL's RGB formulas to BGR arrays, which weights red and blue
-  the wrong way round in grayscale and turns hue the other way.
+* Channel order of the colour formulas (`color_ops`). The release hands OpenCV's BGR uint8 array
+  to PIL (ToPILImage) without reordering, so PIL's RGB formulas (grayscale / "L" weights, the
+  grey reference of saturation and contrast, the HSV hue shift) run on B, G, R as if they were R,
+  G, B. color_ops="release" (the default) does the same: the formulas read tensor channels 0, 1, 2
+  as R, G, B whatever `channel_order` says, so on BGR frames grayscale = 0.299 B + 0.587 G +
+  0.114 R and the hue shift turns the other way round the colour wheel. color_ops="true_channels"
+  computes them for the true order given by `channel_order` (the channels are found by name).
+  Brightness, gamma, channel drop, flip and erase do not depend on the order. With RGB frames the
+  two settings coincide.
 * The erase box (height and width each U{9..18} at 112 px output, top-left U{0..size-1}, clipped
   at the border like the release's) is scaled by size / 112 for other output sizes.
 """
@@ -41,6 +47,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 CHANNEL_ORDERS = {"bgr": (2, 1, 0), "rgb": (0, 1, 2)}  # tensor channel index of R, G, B
+# Which channels the colour formulas take as R, G, B: "release" = the stored channels 0, 1, 2, as
+# PIL does with the release's BGR arrays; "true_channels" = found by name from the channel order.
+COLOR_OPS = ("release", "true_channels")
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # PIL's "L" conversion (ITU-R 601-2 luma)
 REFERENCE_SIZE = 112                  # the output size the release's erase sizes are stated for
 
@@ -412,9 +421,26 @@ def _crop_resize_into(out: torch.Tensor, frames: torch.Tensor, frame_index: list
         out[local].copy_(resized.permute(1, 0, 2, 3)).mul_(1.0 / 255.0)        # [C, T, S, S]
 
 
+def formula_channels(channel_order: str, color_ops: str = "release") -> tuple[int, int, int]:
+    """The tensor channels the colour formulas read as R, G and B.
+
+    Args:
+        channel_order: "bgr" or "rgb", the frames' real order.
+        color_ops: "release" (stored channels 0, 1, 2 as R, G, B, as PIL on the release's BGR
+            arrays) or "true_channels" (the real R, G, B of `channel_order`).
+    Returns:
+        (index of R, index of G, index of B).
+    """
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {sorted(CHANNEL_ORDERS)}, got {channel_order!r}")
+    if color_ops not in COLOR_OPS:
+        raise ValueError(f"color_ops must be one of {list(COLOR_OPS)}, got {color_ops!r}")
+    return CHANNEL_ORDERS["rgb" if color_ops == "release" else channel_order]
+
+
 def apply_clip_augmentation(frames: torch.Tensor, params: AugmentParams, size: int = REFERENCE_SIZE,
                             channel_order: str = "bgr", frame_index: torch.Tensor | None = None,
-                            chunk: int | None = None) -> torch.Tensor:
+                            chunk: int | None = None, color_ops: str = "release") -> torch.Tensor:
     """Augments n clips, each with its own row of parameters, identically over its frames.
 
     Args:
@@ -425,14 +451,14 @@ def apply_clip_augmentation(frames: torch.Tensor, params: AugmentParams, size: i
         channel_order: "bgr" or "rgb", the order of the frames' channels (kept in the output).
         frame_index: int64 [n, T] indices into the pool, or None.
         chunk: clips processed together; default 1 on CPU (cache-friendly), all on other devices.
+        color_ops: "release" (PIL's RGB formulas on the stored channels, as the release) or
+            "true_channels" (formulas on the real R, G, B); see formula_channels.
     Returns:
         float32 [n, C, T, S, S] in [0, 1].
     """
-    if channel_order not in CHANNEL_ORDERS:
-        raise ValueError(f"channel_order must be one of {sorted(CHANNEL_ORDERS)}, got {channel_order!r}")
+    rgb = formula_channels(channel_order, color_ops)
     if frames.dtype != torch.uint8:
         raise TypeError(f"frames must be uint8, got {frames.dtype}")
-    rgb = CHANNEL_ORDERS[channel_order]
     n = len(params)
     steps = frames.shape[1] if frame_index is None else frame_index.shape[1]
     device = frames.device
@@ -452,12 +478,13 @@ def apply_clip_augmentation(frames: torch.Tensor, params: AugmentParams, size: i
 
 
 def augment_pretrain_clips(frames: torch.Tensor, params: AugmentParams, size: int = REFERENCE_SIZE,
-                           channel_order: str = "bgr") -> torch.Tensor:
+                           channel_order: str = "bgr", color_ops: str = "release") -> torch.Tensor:
     """Augments a batch of raw TCLR clips (augment_on="device") into the model's input.
 
     Args:
         frames: uint8 [B, 1+K, T, C, H, W], the raw clips of B samples (any device).
         params: B * V * (1+K) rows, item-major, then augmentation v, then clip k (as collated).
+        channel_order, color_ops: as apply_clip_augmentation.
     Returns:
         float32 [B, V, 1+K, C, T, S, S].
     """
@@ -469,7 +496,8 @@ def augment_pretrain_clips(frames: torch.Tensor, params: AugmentParams, size: in
     row = torch.arange(batch * views * clips)
     clip_id = (row // (views * clips)) * clips + row % clips                # [B*V*(1+K)]
     frame_index = clip_id[:, None] * steps + torch.arange(steps)[None, :]   # [B*V*(1+K), T]
-    out = apply_clip_augmentation(pool, params, size, channel_order, frame_index)
+    out = apply_clip_augmentation(pool, params, size, channel_order, frame_index,
+                                  color_ops=color_ops)
     return out.view(batch, views, clips, channels, steps, size, size)
 
 

@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
 from dataloaders.augment import (AugmentParams, apply_clip_augmentation, apply_eval_transform,
-                                 augment_pretrain_clips, sample_strong_params, sample_weak_params)
+                                 augment_pretrain_clips, formula_channels, sample_strong_params,
+                                 sample_weak_params)
 from dataloaders.sampling import (CLIP_MIN_VALID, clip_indices, eval_clip_starts, min_tclr_frames,
                                   mirror_pad, pad_tclr_indices, sample_clip_start,
                                   sample_tclr_start, scaled_min_valid, tclr_frame_indices)
@@ -152,13 +153,16 @@ def _pool_positions(decoded: DecodedFrames, indices: np.ndarray) -> torch.Tensor
 class _RetryingVideoDataset(Dataset):
     """Shared key handling and the substitute-on-failure policy (see the module docstring)."""
 
-    def __init__(self, videos: list[tuple[str, int]], color: str, seed: int, max_retries: int):
+    def __init__(self, videos: list[tuple[str, int]], color: str, seed: int, max_retries: int,
+                 color_ops: str = "release"):
         if not videos:
             raise DatasetError("the video list is empty: check the dataset root, split and subset")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        formula_channels(color, color_ops)  # validates both
         self.videos = list(videos)
         self.color = color
+        self.color_ops = color_ops
         self.seed = seed
         self.max_retries = max_retries
 
@@ -205,6 +209,8 @@ class TCLRPretrainDataset(_RetryingVideoDataset):
         clip_len, sparse_stride, num_local: T, the global clip's stride, K.
         size: output side S.
         color: "bgr" (default, as the release and its weights) or "rgb".
+        color_ops: "release" (default: PIL's RGB colour formulas on the stored channels, as the
+            release) or "true_channels" (dataloaders.augment.formula_channels).
         augment_on: "cpu" (the item holds augmented clips) or "device" (the item holds raw uint8
             clips and the parameters; the training step calls augment_pretrain_batch(batch, device)).
         seed: run seed, used for plain integer keys.
@@ -219,8 +225,9 @@ class TCLRPretrainDataset(_RetryingVideoDataset):
 
     def __init__(self, videos, clip_len: int = 16, sparse_stride: int = 4, num_local: int = 4,
                  size: int = 112, color: str = "bgr", augment_on: str = "cpu", seed: int = 0,
-                 max_retries: int = 10, min_sparse: int | None = None, min_dense: int | None = None):
-        super().__init__(videos, color, seed, max_retries)
+                 max_retries: int = 10, min_sparse: int | None = None, min_dense: int | None = None,
+                 color_ops: str = "release"):
+        super().__init__(videos, color, seed, max_retries, color_ops)
         if augment_on not in AUGMENT_PLACES:
             raise ValueError(f"augment_on must be one of {AUGMENT_PLACES}, got {augment_on!r}")
         tclr_frame_indices(0, 0, clip_len, sparse_stride, num_local)  # validates the settings
@@ -259,7 +266,8 @@ class TCLRPretrainDataset(_RetryingVideoDataset):
             raw = torch.from_numpy(decoded.frames[positions.numpy()])  # [1+K, T, H, W, 3]
             return {"frames": raw.permute(0, 1, 4, 2, 3), "params": params}
         frame_index = positions.repeat(self.views, 1)                    # [V*(1+K), T], v-major
-        out = apply_clip_augmentation(pool, params, self.size, self.color, frame_index)
+        out = apply_clip_augmentation(pool, params, self.size, self.color, frame_index,
+                                      color_ops=self.color_ops)
         return {"clips": out.view(self.views, clips, *out.shape[1:])}    # [V, 1+K, 3, T, S, S]
 
 
@@ -268,13 +276,14 @@ class ClipDataset(_RetryingVideoDataset):
 
     Args:
         augment: "weak" (spec section 2's classifier family) or "none" (centre crop 0.8, resize).
+        color_ops: as TCLRPretrainDataset.
     Items: "clip" float32 [3, T, S, S], "label" int, "index" (video used), "failures".
     """
 
     def __init__(self, videos, clip_len: int = 16, stride: int = 2, size: int = 112,
                  color: str = "bgr", augment: str = "weak", seed: int = 0, max_retries: int = 10,
-                 crop: float = 0.8):
-        super().__init__(videos, color, seed, max_retries)
+                 crop: float = 0.8, color_ops: str = "release"):
+        super().__init__(videos, color, seed, max_retries, color_ops)
         if augment not in ("weak", "none"):
             raise ValueError(f"augment must be 'weak' or 'none', got {augment!r}")
         self.clip_len, self.stride, self.size, self.augment, self.crop = (
@@ -298,7 +307,8 @@ class ClipDataset(_RetryingVideoDataset):
             clip = apply_eval_transform(pool[positions[0]], self.size, self.crop)
         else:
             params = sample_weak_params(gen, 1, pool.shape[-2], pool.shape[-1], self.size)
-            clip = apply_clip_augmentation(pool, params, self.size, self.color, positions)[0]
+            clip = apply_clip_augmentation(pool, params, self.size, self.color, positions,
+                                           color_ops=self.color_ops)[0]
         return {"clip": clip, "label": int(label)}                      # clip [3, T, S, S]
 
 
@@ -390,7 +400,7 @@ def collate_pretrain(items: list[dict]) -> dict:
 
 
 def augment_pretrain_batch(batch: dict, device: torch.device, size: int = 112,
-                           color: str = "bgr") -> torch.Tensor:
+                           color: str = "bgr", color_ops: str = "release") -> torch.Tensor:
     """The model input of a collate_pretrain batch made with augment_on="device".
 
     Moves the uint8 frames to `device` (non-blocking: pinned by the DataLoader) and augments them
@@ -401,7 +411,7 @@ def augment_pretrain_batch(batch: dict, device: torch.device, size: int = 112,
         augment_on="cpu" gives for the same items.
     """
     frames = batch["frames"].to(device, non_blocking=True)             # [B, 1+K, T, 3, H, W]
-    return augment_pretrain_clips(frames, batch["params"], size, color)
+    return augment_pretrain_clips(frames, batch["params"], size, color, color_ops)
 
 
 def collate_clips(items: list[dict]) -> dict:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.weights import CheckpointError, read_checkpoint
+from models.weights import CheckpointError, check_r2plus1d_layout, read_checkpoint
 
 FORMAT = "tclr-repro"
 FORMAT_VERSION = 1
@@ -78,13 +78,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load one of this project's checkpoints safely (``weights_only=True``), on the CPU.
 
     Raises:
-        CheckpointError: missing, truncated or unreadable file, or not this project's format.
+        CheckpointError: missing, truncated or unreadable file, not this project's format, or
+            R(2+1)D-18 weights in the earlier layer4 layout (models.weights.check_r2plus1d_layout).
     """
     ckpt = read_checkpoint(path, trust_checkpoint=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by this project "
                               f"(no format={FORMAT!r}); to start from other weights use "
                               "--checkpoint with the evaluation scripts")
+    if isinstance(ckpt.get("model"), dict):
+        check_r2plus1d_layout(ckpt["model"], str(path))
     return ckpt
 
 

@@ -303,7 +303,8 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
         write_video_list(ctx.run_dir / "labelled_videos.txt", train_videos, d.data_root)
         write_video_list(ctx.run_dir / "val_videos.txt", val_videos, d.data_root)
     train_set = ds.ClipDataset(train_videos, clip_len=d.clip_len, stride=d.train_stride,
-                               size=d.resolution, color=d.color, augment="weak", seed=cfg.seed)
+                               size=d.resolution, color=d.color, augment="weak", seed=cfg.seed,
+                               color_ops=d.color_ops)
     if len(train_set) < cfg.batch_size:
         raise TrainingError(f"{len(train_set)} labelled training videos, fewer than one batch "
                             f"({cfg.batch_size}); lower --batch-size or raise --label-fraction")

@@ -170,7 +170,8 @@ def batch_clips(batch: dict, device: torch.device, cfg: PretrainConfig) -> torch
     if "clips" in batch:
         return batch["clips"].to(device, non_blocking=True)
     from dataloaders.datasets import augment_pretrain_batch
-    return augment_pretrain_batch(batch, device, size=cfg.data.resolution, color=cfg.data.color)
+    return augment_pretrain_batch(batch, device, size=cfg.data.resolution, color=cfg.data.color,
+                                  color_ops=cfg.data.color_ops)
 
 
 def forward_loss(model: nn.Module, clips: torch.Tensor, device: torch.device,
@@ -359,7 +360,8 @@ def _build_data(cfg: PretrainConfig, ctx: RunContext):
     videos, classes = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
     dataset = TCLRPretrainDataset(
         videos, clip_len=d.clip_len, sparse_stride=d.sparse_stride, num_local=d.num_local,
-        size=d.resolution, color=d.color, augment_on=d.augment_on, seed=cfg.seed)
+        size=d.resolution, color=d.color, augment_on=d.augment_on, seed=cfg.seed,
+        color_ops=d.color_ops)
     if len(dataset) < cfg.batch_size:
         raise TrainingError(f"the {d.dataset} train list under {d.data_root} has {len(dataset)} "
                             f"videos, fewer than one global batch ({cfg.batch_size})")

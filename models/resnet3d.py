@@ -8,10 +8,19 @@ torchvision.models.video.resnet's BasicBlock / Conv3DSimple / Conv2Plus1D with t
 equals torchvision's r3d_18 / r2plus1d_18 (without avgpool and fc) after the layer4 change, so
 torchvision-format and release weights load unchanged (tests/test_models.py checks this).
 
-The layer4 change (the release's `build_r3d_backbone`): the first block of layer4 no longer
-halves time. Its temporal convolution gets temporal stride 1 and temporal dilation 2 (padding 2
-keeps the length), and its downsample 1x1x1 conv gets stride (1, 2, 2). The kernels keep their
-shapes, so there are no extra parameters; the final map has T/4 timesteps instead of T/8.
+The layer4 change (the release's `build_r3d_backbone` and, identically, its R(2+1)D builder in
+nn_retrieval/model.py): the first block of layer4 no longer halves time. Its WHOLE first
+convolution, `layer4[0].conv1[0]`, becomes one full Conv3d(4w, 8w, 3x3x3) with stride (1, 2, 2),
+padding (2, 1, 1) and temporal dilation 2, and its downsample 1x1x1 conv gets stride (1, 2, 2).
+For R3D-18 the kernels keep their shapes (no extra parameters). For R(2+1)D-18 the (2+1)D pair
+(1x3x3 spatial conv, BN, ReLU, 3x1x1 temporal conv) is replaced by that 3x3x3 conv, exactly as
+the release does, so that the release's Kinetics-400 R(2+1)D-18 weights (key
+`layer4.0.conv1.0.weight` of shape [512, 256, 3, 3, 3]) load. The final map has T/4 timesteps
+instead of T/8.
+
+Initialisation, as the release: torchvision's (Kaiming-normal fan_out convs, BN 1/0) runs on the
+trunk first, and only then are the two layer4 convs replaced, so those two keep PyTorch's default
+Conv3d initialisation (kaiming_uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
 """
 
 import torch
@@ -55,41 +64,21 @@ def stem_2plus1d(width: int) -> nn.Sequential:
     )
 
 
-def _time_dilated(conv: nn.Conv3d, dilation: int = 2) -> nn.Conv3d:
-    """A conv with the same kernel shape as `conv`, temporal stride 1 and temporal `dilation`.
-
-    The temporal padding is chosen so that the number of timesteps is kept
-    (dilation * (k_t - 1) / 2, i.e. 2 for the 3-tap kernels here).
-    """
-    k_t = conv.kernel_size[0]
-    return nn.Conv3d(
-        conv.in_channels,
-        conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=(1, conv.stride[1], conv.stride[2]),
-        padding=(dilation * (k_t - 1) // 2, conv.padding[1], conv.padding[2]),
-        dilation=(dilation, 1, 1),
-        bias=False,
-    )
-
-
 def keep_time_in_block(block: BasicBlock) -> None:
-    """Apply TCLR's layer4 change to a strided BasicBlock, in place.
+    """Apply TCLR's layer4 change to a strided BasicBlock, in place (the release's replacement).
 
-    R3D: conv1[0] (3x3x3) -> stride (1, 2, 2), padding (2, 1, 1), dilation (2, 1, 1).
-    R(2+1)D: the temporal conv conv1[0][3] (3x1x1) -> stride 1, padding (2, 0, 0), dilation (2, 1, 1);
-    its spatial conv conv1[0][0] keeps stride (1, 2, 2).
-    Both: downsample[0] (1x1x1) -> stride (1, 2, 2).
+    conv1[0] (R3D: the 3x3x3 conv; R(2+1)D: the whole Conv2Plus1D pair) -> one full
+    Conv3d(in, out, 3x3x3, stride (1, 2, 2), padding (2, 1, 1), dilation (2, 1, 1), no bias);
+    downsample[0] (1x1x1) -> stride (1, 2, 2). The new convs are freshly built, so they carry
+    PyTorch's default Conv3d initialisation, as in the release (call this after
+    init_video_weights).
     """
-    conv = block.conv1[0]
-    if isinstance(conv, Conv2Plus1D):
-        conv[3] = _time_dilated(conv[3])
-    else:
-        block.conv1[0] = _time_dilated(conv)
-    shortcut = block.downsample[0]
-    block.downsample[0] = nn.Conv3d(
-        shortcut.in_channels, shortcut.out_channels, kernel_size=1, stride=(1, 2, 2), bias=False
-    )
+    in_channels = block.downsample[0].in_channels
+    out_channels = block.downsample[0].out_channels
+    block.conv1[0] = nn.Conv3d(in_channels, out_channels, kernel_size=(3, 3, 3), stride=(1, 2, 2),
+                               padding=(2, 1, 1), dilation=(2, 1, 1), bias=False)
+    block.downsample[0] = nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=(1, 2, 2),
+                                    bias=False)
 
 
 class VideoResNetTrunk(nn.Module):
@@ -115,10 +104,10 @@ class VideoResNetTrunk(nn.Module):
         self.layer2 = self._make_layer(conv_builder, 2 * width, BLOCKS_PER_LAYER[1], stride=2)
         self.layer3 = self._make_layer(conv_builder, 4 * width, BLOCKS_PER_LAYER[2], stride=2)
         self.layer4 = self._make_layer(conv_builder, 8 * width, BLOCKS_PER_LAYER[3], stride=2)
-        keep_time_in_block(self.layer4[0])
+        init_video_weights(self)
+        keep_time_in_block(self.layer4[0])  # after the init: its two convs keep PyTorch's default
         self.out_channels = 8 * width
         self.grad_checkpoint = False
-        init_video_weights(self)
 
     def _make_layer(self, conv_builder: type, planes: int, blocks: int, stride: int) -> nn.Sequential:
         """torchvision's VideoResNet._make_layer for BasicBlock (expansion 1)."""
@@ -182,9 +171,11 @@ def r3d18(width: int = 64) -> VideoResNetTrunk:
 
 @register_backbone("r2plus1d18")
 def r2plus1d18(width: int = 64) -> VideoResNetTrunk:
-    """R(2+1)D-18 (torchvision's r2plus1d_18 trunk + TCLR's layer4 change).
+    """R(2+1)D-18 (torchvision's r2plus1d_18 trunk + TCLR's layer4 change, the release's layout).
 
-    The (2+1)D blocks keep torchvision's middle-width formula
+    layer4[0].conv1[0] is one full dilated 3x3x3 Conv3d (4w -> 8w), not a (2+1)D pair; the other
+    (2+1)D blocks keep torchvision's middle-width formula
     midplanes = (in * out * 27) // (in * 9 + 3 * out), which scales linearly with width.
+    31,300,587 parameters at width 64 (462 more than torchvision's r2plus1d_18 trunk).
     """
     return VideoResNetTrunk(Conv2Plus1D, stem_2plus1d(width), width)

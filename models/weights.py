@@ -27,6 +27,9 @@ RELEASE_STATE_KEYS = ("state_dict", "bb_state_dict")
 OPTIONAL_KEY_SUFFIXES = ("num_batches_tracked",)
 # What torch.load raises on a damaged file (besides pickle.UnpicklingError)
 LOAD_ERRORS = (RuntimeError, EOFError, OSError, ValueError)
+# The temporal conv of a (2+1)D pair in layer4[0].conv1: only R(2+1)D-18 files written by this
+# project before its layer4 took the release's layout (one full dilated Conv3d) have this key.
+OLD_R2PLUS1D_LAYER4_KEY = "layer4.0.conv1.0.3.weight"
 
 
 class CheckpointError(Exception):
@@ -78,6 +81,7 @@ def load_backbone_weights(
         where = str(path_or_state_dict)
         raw = read_checkpoint(path_or_state_dict, trust_checkpoint)
     state, color, source, meta = _unwrap(raw, where)
+    check_r2plus1d_layout(state, where)
     _check_meta(backbone, meta, where)
     wanted = backbone.state_dict()
     prefix = _backbone_prefix(state, wanted)
@@ -163,6 +167,31 @@ def _unwrap(raw: object, where: str) -> tuple[dict, str | None, str, dict]:
                 f"this is not a state dict or checkpoint layout this loader knows"
             )
     return dict(state), color, source, meta
+
+
+def check_r2plus1d_layout(state: Mapping, where: str) -> None:
+    """Refuse R(2+1)D-18 weights in this project's earlier layer4 layout, naming the change.
+
+    Before, layer4[0].conv1 kept its (2+1)D pair (1x3x3 spatial conv, BN, 3x1x1 temporal conv with
+    temporal dilation); now it is the release's single dilated 3x3x3 Conv3d. The old tensors
+    cannot be turned into the new one, so such files fail here instead of half-loading.
+
+    Args:
+        state: a state dict (any prefix: bare, "backbone.", "module.0.", ...).
+        where: the file (or "<in-memory state dict>") for the message.
+
+    Raises:
+        CheckpointError: when a key ends with layer4.0.conv1.0.3.weight.
+    """
+    old = next((key for key in state if key.endswith(OLD_R2PLUS1D_LAYER4_KEY)), None)
+    if old is not None:
+        raise CheckpointError(
+            f"{where}: key {old!r} shows R(2+1)D-18 weights in this project's earlier layer4 "
+            f"layout (layer4[0].conv1 as a (2+1)D pair with a dilated temporal conv). R(2+1)D-18 "
+            f"is now built as the release builds it: layer4[0].conv1[0] is one full dilated "
+            f"3x3x3 Conv3d (key 'layer4.0.conv1.0.weight'), so these weights cannot be loaded or "
+            f"converted; pretrain again (or use the release's R(2+1)D-18 weights)"
+        )
 
 
 def _check_meta(backbone: nn.Module, meta: dict, where: str) -> None:

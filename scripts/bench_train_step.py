@@ -370,7 +370,7 @@ def bench_e2e(args, runner: StepRunner, videos: list[tuple[str, int]], augment_o
     repeated = videos * math.ceil(needed / len(videos))
     dataset = TCLRPretrainDataset(repeated, clip_len=d.clip_len, sparse_stride=d.sparse_stride,
                                   num_local=d.num_local, size=d.resolution, color=d.color,
-                                  augment_on=augment_on, seed=cfg.seed)
+                                  color_ops=d.color_ops, augment_on=augment_on, seed=cfg.seed)
     dist_info = DistInfo(rank=0, world_size=1, local_rank=0, device=args.device)
     loader, sampler = make_loader(dataset, cfg, dist_info, train=True, collate_fn=collate_pretrain)
     sampler.set_epoch(0)

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{cfg.batch_size}")
     dataset = TCLRPretrainDataset(videos, clip_len=d.clip_len, sparse_stride=d.sparse_stride,
                                   num_local=d.num_local, size=d.resolution, color=d.color,
-                                  augment_on="cpu", seed=cfg.seed)
+                                  color_ops=d.color_ops, augment_on="cpu", seed=cfg.seed)
     stride = len(videos) // cfg.batch_size  # spread over the list (and so over the classes)
     indices = [i * stride for i in range(cfg.batch_size)]
     collapse = collapse_values(cfg.batch_size, d.num_local)

@@ -129,22 +129,77 @@ def test_contrast_uses_each_frames_mean(stage):
 
 
 @pytest.mark.parametrize("field, value", [("hue", 0.08), ("saturation", 1.2), ("contrast", 1.2)])
-def test_bgr_order_gives_the_rgb_result_in_bgr(field, value):
+def test_true_channels_bgr_gives_the_rgb_result_in_bgr(field, value):
+    """color_ops="true_channels": the formulas find R, G, B by name, so BGR storage changes nothing."""
     frames = frames_like(1)
     switch = {"contrast_stage": 1} if field == "contrast" else {f"{field}_on": True}
     changes = {field: value, **switch}
     rgb = apply_clip_augmentation(frames, plain_params(1, **changes), S, channel_order="rgb")
-    bgr = apply_clip_augmentation(frames.flip(2), plain_params(1, **changes), S, channel_order="bgr")
+    bgr = apply_clip_augmentation(frames.flip(2), plain_params(1, **changes), S, channel_order="bgr",
+                                  color_ops="true_channels")
     torch.testing.assert_close(bgr.flip(1), rgb, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("field, value", [("hue", 0.08), ("saturation", 1.2), ("contrast", 1.2),
+                                          ("grayscale", True)])
+def test_release_color_ops_ignore_the_channel_order(field, value):
+    """Default color_ops="release": PIL's RGB formulas on the stored channels, BGR or not."""
+    frames = frames_like(1)
+    switch = {"contrast_stage": 1} if field == "contrast" else {f"{field}_on": True}
+    changes = {field: value} if field == "grayscale" else {field: value, **switch}
+    as_rgb = apply_clip_augmentation(frames, plain_params(1, **changes), S, channel_order="rgb")
+    as_bgr = apply_clip_augmentation(frames, plain_params(1, **changes), S)  # defaults: bgr, release
+    torch.testing.assert_close(as_bgr, as_rgb, atol=0, rtol=0)
+    true_bgr = apply_clip_augmentation(frames, plain_params(1, **changes), S, color_ops="true_channels")
+    if field != "contrast":  # (random frames: both grey weightings give nearly the same mean)
+        assert (true_bgr - as_bgr).abs().max() > 0.01  # the option really differs on BGR frames
+
+
+# One stored pixel [200, 100, 50] (BGR storage: B = 200, G = 100, R = 50), worked out by hand.
+# release (PIL reads it as R = 200, G = 100, B = 50): grey = 0.299*200 + 0.587*100 + 0.114*50
+# = 124.2; saturation 0.5 -> (x + 124.2) / 2 = [162.1, 112.1, 87.1]. Hue: max R = 200, min 50,
+# chroma 150, hue = (G - B) / C = 1/3 sixth (20 deg); +0.1 turn -> 56 deg = 0.9333 sixths. Back
+# from HSV (value 200, chroma 150 unchanged): the new hue lies between red (0) and yellow (1), so
+# R stays the maximum 200, B the minimum 50, and G = 50 + 150 * 0.9333 = 190 -> [200, 190, 50].
+# true_channels (R = 50, G = 100, B = 200): grey = 0.299*50 + 0.587*100 + 0.114*200 = 96.45;
+# saturation 0.5 -> [148.225, 98.225, 73.225]. Hue: max B, hue = 4 + (R - G)/C = 3.6667 sixths
+# (220 deg); +36 deg -> 256 deg = 4.2667 sixths, between blue (4) and magenta (5): B stays 200,
+# G is the minimum 50, R = 50 + 150 * 0.2667 = 90 -> stored [B, G, R] = [200, 50, 90].
+PIXEL_CASES = [
+    ("grayscale", {"grayscale": True}, (124.2, 124.2, 124.2), (96.45, 96.45, 96.45)),
+    ("saturation", {"saturation_on": True, "saturation": 0.5}, (162.1, 112.1, 87.1),
+     (148.225, 98.225, 73.225)),
+    ("contrast", {"contrast_stage": 1, "contrast": 0.5}, (162.1, 112.1, 87.1),  # uniform frame:
+     (148.225, 98.225, 73.225)),                                                # mean grey = grey
+    ("hue", {"hue_on": True, "hue": 0.1}, (200.0, 190.0, 50.0), (200.0, 50.0, 90.0)),
+]
+
+
+@pytest.mark.parametrize("name, changes, release, true_channels", PIXEL_CASES,
+                         ids=[case[0] for case in PIXEL_CASES])
+def test_colour_ops_on_one_bgr_pixel_by_hand(name, changes, release, true_channels):
+    frames = torch.tensor([200, 100, 50], dtype=torch.uint8).view(1, 1, 3, 1, 1).expand(1, 2, 3, H, W)
+    params = plain_params(1, **changes)
+    for color_ops, expected in (("release", release), ("true_channels", true_channels)):
+        out = apply_clip_augmentation(frames.contiguous(), params, S, channel_order="bgr",
+                                      color_ops=color_ops)[0]                    # [3, T, S, S]
+        want = torch.tensor(expected).view(3, 1, 1, 1).expand_as(out) / 255
+        torch.testing.assert_close(out, want, atol=1e-5, rtol=0, msg=f"{name} {color_ops}")
+    default = apply_clip_augmentation(frames.contiguous(), params, S)[0]
+    torch.testing.assert_close(default[:, 0, 0, 0], torch.tensor(release) / 255, atol=1e-5, rtol=0)
 
 
 def test_grayscale_is_three_equal_channels_with_pil_weights():
     frames = frames_like(1)
-    out = apply_clip_augmentation(frames, plain_params(1, grayscale=True), S, channel_order="bgr")[0]
     base = apply_clip_augmentation(frames, plain_params(1), S, channel_order="bgr")[0]
-    luma = 0.299 * base[2] + 0.587 * base[1] + 0.114 * base[0]
+    release = apply_clip_augmentation(frames, plain_params(1, grayscale=True), S)[0]
+    true = apply_clip_augmentation(frames, plain_params(1, grayscale=True), S, channel_order="bgr",
+                                   color_ops="true_channels")[0]
+    stored_as_rgb = 0.299 * base[0] + 0.587 * base[1] + 0.114 * base[2]  # PIL "L" on the BGR array
+    luma = 0.299 * base[2] + 0.587 * base[1] + 0.114 * base[0]           # true R, G, B
     for channel in range(3):
-        torch.testing.assert_close(out[channel], luma)
+        torch.testing.assert_close(release[channel], stored_as_rgb)
+        torch.testing.assert_close(true[channel], luma)
 
 
 def test_flip_channel_drop_and_erase():
@@ -215,7 +270,8 @@ def test_eval_transform_centre_crop():
 
 
 def pil_reference_clip(frames_rgb: np.ndarray, row: dict) -> torch.Tensor:
-    """The release's per-frame PIL pipeline for one clip (RGB input): [3, T, S, S]."""
+    """The release's per-frame PIL pipeline for one clip: [3, T, S, S]. PIL takes the array's
+    channels as R, G, B whatever they hold (the release passes BGR arrays)."""
     from PIL import Image
     import torchvision.transforms.functional as PF
     out = []
@@ -245,14 +301,20 @@ def pil_reference_clip(frames_rgb: np.ndarray, row: dict) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-def test_agrees_with_the_release_pil_pipeline():
-    """Within PIL's per-step uint8 rounding; hue differs more at some pixels (PIL's 8-bit HSV)."""
+@pytest.mark.parametrize("order", ["bgr", "rgb"])
+def test_agrees_with_the_release_pil_pipeline(order):
+    """Within PIL's per-step uint8 rounding; hue differs more at some pixels (PIL's 8-bit HSV).
+
+    "bgr" is the release's case: OpenCV's BGR array goes to PIL as it is, and our defaults
+    (channel_order "bgr", color_ops "release") must give what PIL computes on it."""
     from tests.videos import frame_pattern
-    frames = np.stack([frame_pattern(7 * i, 160, 120) for i in range(2)])[..., ::-1].copy()  # RGB
+    frames = np.stack([frame_pattern(7 * i, 160, 120) for i in range(2)])  # OpenCV's BGR
+    if order == "rgb":
+        frames = frames[..., ::-1].copy()
     n = 60
     params = sample_strong_params(gen(0), n, 120, 160)
     clips = torch.from_numpy(frames).permute(0, 3, 1, 2).expand(n, -1, -1, -1, -1).contiguous()
-    ours = apply_clip_augmentation(clips, params, 112, channel_order="rgb")
+    ours = apply_clip_augmentation(clips, params, 112, channel_order=order)
     for i in range(n):
         row = {k: v[i].item() for k, v in vars(params).items()}
         diff = (pil_reference_clip(frames, row) - ours[i]).abs() * 255      # grey levels
@@ -267,6 +329,8 @@ def test_rejects_wrong_inputs():
         apply_clip_augmentation(frames_like(1).float(), params)
     with pytest.raises(ValueError):
         apply_clip_augmentation(frames_like(1), params, channel_order="yuv")
+    with pytest.raises(ValueError, match="color_ops"):
+        apply_clip_augmentation(frames_like(1), params, color_ops="bgr")
 
 
 @pytest.mark.gpu

@@ -16,6 +16,8 @@ def test_defaults_are_the_papers():
     assert cfg.warmup_factors == (0.01, 0.05, 0.1, 0.5, 1.0) and cfg.plateau_patience == 9
     assert (cfg.data.clip_len, cfg.data.sparse_stride, cfg.data.num_local) == (16, 4, 4)
     assert cfg.data.color == "bgr" and cfg.data.resolution == 112 and not cfg.fused_forward
+    assert cfg.data.color_ops == "release"  # PIL's RGB formulas on the BGR channels, as the release
+    assert parse_config("linear", ["--color-ops", "true_channels"])[0].data.color_ops == "true_channels"
     lin, _ = parse_config("linear", [])
     assert (lin.lr, lin.batch_size, lin.plateau_patience, lin.min_lr) == (1e-2, 32, 3, 1e-5)
     assert lin.num_test_clips == 10 and lin.bn_mode == "frozen"

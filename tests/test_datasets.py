@@ -81,6 +81,31 @@ def test_device_mode_gives_the_cpu_result(vids):
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
+def test_color_ops_default_is_the_release_on_every_path(vids):
+    """Pretraining (CPU and device augmentation) and classifier training run PIL's RGB colour
+    formulas on the stored BGR channels by default, as the release; true_channels differs."""
+    videos = [(p, 0) for p in vids["good"]]
+    keys = [(0, 11), (2, 12)]
+    default = collate_pretrain([TCLRPretrainDataset(videos, size=S)[k] for k in keys])["clips"]
+    release = TCLRPretrainDataset(videos, size=S, color_ops="release")
+    true = TCLRPretrainDataset(videos, size=S, color_ops="true_channels")
+    assert torch.equal(default, collate_pretrain([release[k] for k in keys])["clips"])
+    assert not torch.allclose(default, collate_pretrain([true[k] for k in keys])["clips"], atol=1e-3)
+    dev = TCLRPretrainDataset(videos, size=S, augment_on="device")
+    batch = collate_pretrain([dev[k] for k in keys])
+    torch.testing.assert_close(augment_pretrain_batch(batch, torch.device("cpu"), size=S), default,
+                               atol=1e-6, rtol=0)
+
+    clip_keys = [(0, seed) for seed in range(12)]  # weak colour ops are rarer: several draws
+    default = torch.stack([ClipDataset(videos, size=S)[k]["clip"] for k in clip_keys])
+    release = ClipDataset(videos, size=S, color_ops="release")
+    true = ClipDataset(videos, size=S, color_ops="true_channels")
+    assert torch.equal(default, torch.stack([release[k]["clip"] for k in clip_keys]))
+    assert not torch.allclose(default, torch.stack([true[k]["clip"] for k in clip_keys]), atol=1e-3)
+    with pytest.raises(ValueError, match="color_ops"):
+        ClipDataset(videos, color_ops="bgr")
+
+
 def test_bad_videos_are_substituted_and_reported(vids):
     bad = ["empty", "text", "missing", "short", "truncated_short"]
     videos = [(vids[name], 0) for name in bad] + [(vids["good"][0], 0)]

@@ -20,29 +20,25 @@ from models import (
 SMALL_WIDTH = 8
 
 
-def _spec_layer4_change(tv_model: nn.Module) -> nn.Module:
-    """Spec section 3, written independently of models/: what the release does to torchvision's model."""
+def _spec_layer4_change(tv_model: nn.Module, width: int = 64) -> nn.Module:
+    """Spec section 3, written independently of models/: what the release does to torchvision's
+    model (tclr_pretraining/model.py build_r3d_backbone, nn_retrieval/model.py
+    build_rpd_encoder_ret): the WHOLE layer4[0].conv1[0] (R3D: the 3x3x3 conv; R(2+1)D: the
+    Conv2Plus1D pair) becomes one dilated Conv3d, the downsample conv gets stride (1, 2, 2). The
+    new convs are built after torchvision's init, so they keep PyTorch's default init."""
     block = tv_model.layer4[0]
-    if isinstance(block.conv1[0], nn.Conv3d):  # R3D: conv1[0] is the 3x3x3 conv
-        block.conv1[0] = nn.Conv3d(
-            256, 512, kernel_size=(3, 3, 3), stride=(1, 2, 2), padding=(2, 1, 1), dilation=(2, 1, 1),
-            bias=False,
-        )
-    else:  # R(2+1)D: conv1[0] = [spatial conv, BN, ReLU, temporal conv]
-        temporal = block.conv1[0][3]
-        block.conv1[0][3] = nn.Conv3d(
-            temporal.in_channels, 512, kernel_size=(3, 1, 1), stride=1, padding=(2, 0, 0), dilation=(2, 1, 1),
-            bias=False,
-        )
-    block.downsample[0] = nn.Conv3d(256, 512, kernel_size=(1, 1, 1), stride=(1, 2, 2), bias=False)
+    block.conv1[0] = nn.Conv3d(
+        4 * width, 8 * width, kernel_size=(3, 3, 3), stride=(1, 2, 2), padding=(2, 1, 1),
+        dilation=(2, 1, 1), bias=False,
+    )
+    block.downsample[0] = nn.Conv3d(4 * width, 8 * width, kernel_size=(1, 1, 1), stride=(1, 2, 2),
+                                    bias=False)
     return tv_model
 
 
 def _tv_features(tv_model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """torchvision trunk up to layer4, averaged over space: [B, 512, T']."""
-    for name in ("stem", "layer1", "layer2", "layer3", "layer4"):
-        x = getattr(tv_model, name)(x)
-    return x.mean(dim=(3, 4))
+    return _tv_feature_map(tv_model, x).mean(dim=(3, 4))
 
 
 def _randomise_bn_stats(model: nn.Module, seed: int = 0) -> None:
@@ -54,11 +50,27 @@ def _randomise_bn_stats(model: nn.Module, seed: int = 0) -> None:
             m.running_var.copy_(1 + 0.5 * torch.rand(m.running_var.shape, generator=gen))
 
 
+def _tv_feature_map(tv_model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision trunk up to layer4, unpooled: [B, 512, T', H', W']."""
+    for name in ("stem", "layer1", "layer2", "layer3", "layer4"):
+        x = getattr(tv_model, name)(x)
+    return x
+
+
 @pytest.fixture(scope="module")
 def tv_r3d() -> nn.Module:
     torch.manual_seed(0)
     model = _spec_layer4_change(torchvision.models.video.r3d_18(weights=None))
     _randomise_bn_stats(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tv_r2plus1d() -> nn.Module:
+    """The release's R(2+1)D-18 (nn_retrieval/model.py), from torchvision's r2plus1d_18."""
+    torch.manual_seed(0)
+    model = _spec_layer4_change(torchvision.models.video.r2plus1d_18(weights=None))
+    _randomise_bn_stats(model, seed=1)
     return model.eval()
 
 
@@ -96,22 +108,25 @@ def test_unknown_backbone_lists_known_names():
         assert name in str(info.value)
 
 
-def test_r3d18_parameter_count():
-    backbone = build_backbone("r3d18")
-    assert sum(p.numel() for p in backbone.parameters()) == 33_166_272
+@pytest.mark.parametrize("name, expected", [("r3d18", 33_166_272), ("r2plus1d18", 31_300_587)])
+def test_trunk_parameter_count(name, expected, tv_r3d, tv_r2plus1d):
+    reference = tv_r3d if name == "r3d18" else tv_r2plus1d
+    tv_count = sum(p.numel() for key, p in reference.named_parameters() if not key.startswith("fc."))
+    assert tv_count == expected  # the release's trunk without fc, counted on torchvision's model
+    backbone = build_backbone(name)
+    assert sum(p.numel() for p in backbone.parameters()) == expected
     assert backbone.out_channels == 512
 
 
 @pytest.mark.parametrize("name, tv_builder", [("r3d18", "r3d_18"), ("r2plus1d18", "r2plus1d_18")])
-def test_width64_matches_torchvision_with_layer4_change(name, tv_builder, tv_r3d):
-    if name == "r3d18":
-        tv_model = tv_r3d
-    else:
-        torch.manual_seed(0)
-        tv_model = _spec_layer4_change(getattr(torchvision.models.video, tv_builder)(weights=None)).eval()
+def test_width64_matches_torchvision_with_layer4_change(name, tv_builder, tv_r3d, tv_r2plus1d):
+    tv_model = tv_r3d if name == "r3d18" else tv_r2plus1d
     ours = build_backbone(name).eval()
     expected = {k: tuple(v.shape) for k, v in tv_model.state_dict().items() if not k.startswith("fc.")}
     assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == expected
+    assert expected["layer4.0.conv1.0.weight"] == (512, 256, 3, 3, 3)
+    conv = ours.layer4[0].conv1[0]
+    assert (conv.stride, conv.padding, conv.dilation) == ((1, 2, 2), (2, 1, 1), (2, 1, 1))
 
     # torchvision-format state dict (with fc) loads unchanged and computes the same features
     report = load_backbone_weights(ours, tv_model.state_dict())
@@ -120,6 +135,80 @@ def test_width64_matches_torchvision_with_layer4_change(name, tv_builder, tv_r3d
     x = torch.rand(1, 3, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), _tv_features(tv_model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_release_r2plus1d_weights_load_strictly_and_match_feature_maps(tv_r2plus1d):
+    """The release's Kinetics-400 R(2+1)D-18 layout: key layer4.0.conv1.0.weight [512, 256, 3, 3, 3]."""
+    release = {"module." + key: value for key, value in tv_r2plus1d.state_dict().items()}
+    assert tuple(release["module.layer4.0.conv1.0.weight"].shape) == (512, 256, 3, 3, 3)
+    ours = build_backbone("r2plus1d18").eval()
+    bare = {key: value for key, value in tv_r2plus1d.state_dict().items() if not key.startswith("fc.")}
+    ours.load_state_dict(bare, strict=True)  # same names and shapes, nothing left over
+
+    ours = build_backbone("r2plus1d18").eval()
+    report = load_backbone_weights(ours, {"state_dict": release, "epoch": 100})
+    assert report.source == "release" and report.missing == []
+    assert len(report.loaded) == len(ours.state_dict())
+    x = torch.rand(2, 3, 16, 32, 32)
+    with torch.no_grad():
+        fmap = ours.feature_map(x)
+        assert fmap.shape == (2, 512, 4, 2, 2)
+        torch.testing.assert_close(fmap, _tv_feature_map(tv_r2plus1d, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, width", [("r3d18", 64), ("r2plus1d18", 64), ("r2plus1d18", 16)])
+def test_replaced_layer4_convs_keep_pytorch_default_init(name, width):
+    """The release builds torchvision's model, then replaces two layer4 convs: those keep
+    Conv3d's default kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std
+    bound/sqrt(3); torchvision's Kaiming normal (fan_out = 2 * fan_in, relu) would give std
+    sqrt(2/fan_out) = bound, 1.73x that, with about a third of the values beyond the bound."""
+    torch.manual_seed(0)
+    block = build_backbone(name, width=width).layer4[0]
+    in_c, out_c = 4 * width, 8 * width
+    for conv, taps in ((block.conv1[0], 27), (block.downsample[0], 1)):
+        weight = conv.weight.detach()
+        bound = 1 / (in_c * taps) ** 0.5
+        assert weight.abs().max() <= bound
+        assert abs(weight.std().item() - bound / 3 ** 0.5) < 0.03 * bound / 3 ** 0.5
+        kaiming_normal_std = (2 / (out_c * taps)) ** 0.5
+        assert weight.std().item() < 0.7 * kaiming_normal_std  # sqrt(1/3) = 0.58 of it here
+    # every other conv keeps torchvision's Kaiming normal (fan_out): layer4[0].conv2 is 3x3x3
+    # (R3D) or a (2+1)D pair whose temporal conv is 3x1x1 with out_c outputs
+    conv2 = block.conv2[0] if name == "r3d18" else block.conv2[0][3]
+    fan_out = conv2.out_channels * conv2.weight[0, 0].numel()
+    assert abs(conv2.weight.std().item() - (2 / fan_out) ** 0.5) < 0.03 * (2 / fan_out) ** 0.5
+
+
+def _old_r2plus1d_layout(width: int) -> dict:
+    """R(2+1)D-18 state dict in this project's earlier layer4 layout: layer4[0].conv1[0] a (2+1)D
+    pair (spatial conv .0, BN .1, dilated temporal conv .3) instead of one 3x3x3 conv."""
+    state = build_backbone("r2plus1d18", width=width).state_dict()
+    in_c, out_c, mid = 4 * width, 8 * width, 7
+    del state["layer4.0.conv1.0.weight"]
+    state["layer4.0.conv1.0.0.weight"] = torch.zeros(mid, in_c, 1, 3, 3)
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        state[f"layer4.0.conv1.0.1.{key}"] = torch.zeros(mid)
+    state["layer4.0.conv1.0.3.weight"] = torch.zeros(out_c, mid, 3, 1, 1)
+    return state
+
+
+def test_old_r2plus1d_layout_fails_naming_the_layout_change(tmp_path):
+    from engine.checkpoint import FORMAT, load_checkpoint
+
+    old = _old_r2plus1d_layout(SMALL_WIDTH)
+    with pytest.raises(CheckpointError, match="earlier layer4 layout") as info:
+        load_backbone_weights(build_backbone("r2plus1d18", width=SMALL_WIDTH), old)
+    assert "'layer4.0.conv1.0.3.weight'" in str(info.value) and "'layer4.0.conv1.0.weight'" in str(info.value)
+
+    # a pretraining checkpoint of this project (resume path) fails the same way, naming the file
+    path = tmp_path / "latest.pth"
+    torch.save({"format": FORMAT, "model": {"backbone." + k: v for k, v in old.items()},
+                "meta": {"backbone": "r2plus1d18", "width": SMALL_WIDTH, "kind": "pretrain"}}, path)
+    with pytest.raises(CheckpointError, match="earlier layer4 layout") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(CheckpointError, match="earlier layer4 layout"):
+        load_backbone_weights(build_backbone("r2plus1d18", width=SMALL_WIDTH), path)
 
 
 # ----------------------------------------------------------------------------- head and TCLR model
