@@ -248,16 +248,19 @@ CLASS_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(TEMPORAL_CLASSES)
 MAX_CLASSES = len(TEMPORAL_CLASSES)
 
 
-# The "trajectory" design (the learning demo's data): every video has the SAME look, a light
-# square on a flat grey background with a little camera noise, and the classes differ only in the
-# square's path. Nothing static tells two videos apart, so instance discrimination cannot take an
-# appearance shortcut and has to use motion; and the square's position changes between the four
-# dense clips of a window, which gives the temporal terms a difference that survives crops, flips
-# and colour jitter. The centre (or the middle of the path) stays in the middle 30 % of the frame, so
-# that every pretraining crop (at least 60 % of the height) sees the square.
-TRAJECTORY_BACKGROUND = 110.0  # grey level of the flat background
-TRAJECTORY_FOREGROUND = 220.0  # grey level of the square
-TRAJECTORY_HALF_SIZE = 0.18  # half-size of the square, in frame heights
+# The "trajectory" design (the learning demo's data): every video has the same kind of look, a
+# light square on a flat grey background with a little camera noise, and the classes differ only in
+# the square's path. The look varies between videos only within what the pretraining augmentations
+# already vary (the square's size within a crop's rescaling range, grey levels within the
+# brightness / contrast jitter), so it is no reliable shortcut for instance discrimination, which has
+# to use motion; but it does move random-init features, which pretraining can learn to ignore. The
+# square's position changes between the four dense clips of a window, which gives the temporal
+# terms a difference that survives crops, flips and colour jitter. The centre (or the middle of the
+# path) stays in the middle 30 % of the frame, so that every pretraining crop (at least 60 % of the
+# height) sees the square.
+TRAJECTORY_BACKGROUND = (80.0, 130.0)  # grey level of the flat background, per video
+TRAJECTORY_FOREGROUND = (190.0, 240.0)  # grey level of the square, per video
+TRAJECTORY_HALF_SIZE = (0.14, 0.22)  # half-size of the square, frame heights, per video
 TRAJECTORY_NOISE = 3.0  # sigma of the Gaussian camera noise, grey levels
 TRAJECTORY_CENTRE = 0.3  # the centre starts in the middle 30 % of the frame (width and height)
 TRAJECTORY_AMPLITUDE = (0.12, 0.20)  # swing / orbit amplitude, frame heights
@@ -555,11 +558,13 @@ def _render_trajectory(spec: VideoSpec) -> Iterator[np.ndarray]:
     stage = Stage(spec.width, spec.height, spec.frames)
     clip_rng = np.random.default_rng([spec.seed, 2, spec.class_index, spec.group, spec.clip])
     noise_rng = np.random.default_rng([spec.seed, 3, spec.class_index, spec.group, spec.clip])
-    size = TRAJECTORY_HALF_SIZE * stage.height
+    size = clip_rng.uniform(*TRAJECTORY_HALF_SIZE) * stage.height
+    grey = np.full(3, clip_rng.uniform(*TRAJECTORY_FOREGROUND))
+    background = np.full((stage.height, stage.width, 3), clip_rng.uniform(*TRAJECTORY_BACKGROUND),
+                         np.float32)
     track = TRAJECTORY_CLASSES[spec.class_index].make_track(clip_rng, Actor((0.0, stage.width), size),
                                                            stage)
-    square = Sprite(SHAPES["square"] / 0.75, np.full(3, TRAJECTORY_FOREGROUND), size, track)
-    background = np.full((stage.height, stage.width, 3), TRAJECTORY_BACKGROUND, np.float32)
+    square = Sprite(SHAPES["square"] / 0.75, grey, size, track)
     for t in range(spec.frames):
         frame = background.copy()
         _blend_polygon(frame, _sprite_points(square, t), square.colour, 1.0)

@@ -9,9 +9,10 @@
 #   bash scripts/learning_demo.sh [--out DIR] [--seeds "0 1 2"] [--epochs N] [--jobs N] [--dry-run]
 #                                 [extra flags for every entry point]
 #
-# Sizes (env or flags): SEEDS ("0 1 2"), PRETRAIN_EPOCHS (--epochs; default 20 epochs of
-# STEPS_PER_EPOCH=10 steps of BATCH=20 videos), LINEAR_EPOCHS (10), VIDEOS_PER_CLASS (180: 324 test
-# queries on split 1), DIVERSITY_VIDEOS (test videos for temporal diversity, 120), DATA (dataset
+# Sizes (env or flags): SEEDS ("0 1 2"), PRETRAIN_EPOCHS (--epochs; default 10 epochs of
+# STEPS_PER_EPOCH=10 steps of BATCH=20 videos), LINEAR_EPOCHS (5), EVAL_CLIPS (clips per video for
+# retrieval and temporal diversity, 3), VIDEOS_PER_CLASS (180: 324 test queries on split 1),
+# DIVERSITY_VIDEOS (test videos for temporal diversity, 120), DATA (dataset
 # folder, data/synthetic_trajectory, generated on first use). JOBS (2) commands run side by side,
 # one thread each (OMP_NUM_THREADS=1, which on a loaded machine is also several times faster per
 # process than two threads); each writes its log to DIR/logs/. Finished pretraining runs are reused
@@ -21,10 +22,11 @@ set -euo pipefail
 
 OUT=runs/learning_demo
 SEEDS=${SEEDS:-"0 1 2"}
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-20}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-10}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-10}
 BATCH=${BATCH:-20}
-LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-5}
+EVAL_CLIPS=${EVAL_CLIPS:-3}
 VIDEOS_PER_CLASS=${VIDEOS_PER_CLASS:-180}
 DIVERSITY_VIDEOS=${DIVERSITY_VIDEOS:-120}
 DATA=${DATA:-data/synthetic_trajectory}
@@ -42,7 +44,7 @@ while (( $# )); do
         *) EXTRA+=("$1"); shift ;;
     esac
 done
-for value in "$PRETRAIN_EPOCHS" "$STEPS_PER_EPOCH" "$BATCH" "$LINEAR_EPOCHS" "$VIDEOS_PER_CLASS" \
+for value in "$PRETRAIN_EPOCHS" "$STEPS_PER_EPOCH" "$BATCH" "$LINEAR_EPOCHS" "$EVAL_CLIPS" "$VIDEOS_PER_CLASS" \
              "$DIVERSITY_VIDEOS" "$JOBS" $SEEDS; do
     is_uint "$value" || die "sizes and seeds must be non-negative integers, got '$value'"
 done
@@ -122,12 +124,12 @@ for seed in "${SEED_LIST[@]}"; do
         if [[ $init == random ]]; then CKPT=random INIT=(); else
             CKPT=$OUT/pretrain/${init}_seed$seed/checkpoints/latest.pth INIT=(--checkpoint "$CKPT"); fi
         launch "$init-seed$seed-retrieval" "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" \
-            --seed "$seed" "${INIT[@]}" --out-dir "$dir/retrieval"
+            --seed "$seed" "${INIT[@]}" --num-clips "$EVAL_CLIPS" --out-dir "$dir/retrieval"
         launch "$init-seed$seed-linear" "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" \
             --seed "$seed" "${INIT[@]}" --epochs "$LINEAR_EPOCHS" "${DEMO_LINEAR_ARGS[@]}" \
             --out-dir "$dir/linear"
         launch "$init-seed$seed-diversity" "$PYTHON" "$(entry scripts/temporal_diversity.py)" \
-            "$CKPT" "${COMMON[@]}" --seed "$seed" --max-videos "$DIVERSITY_VIDEOS" \
+            "$CKPT" "${COMMON[@]}" --seed "$seed" --num-clips "$EVAL_CLIPS" --max-videos "$DIVERSITY_VIDEOS" \
             --out-dir "$dir/diversity"
     done
 done
@@ -135,6 +137,7 @@ first=${SEED_LIST[0]}
 launch "diversity-figure" "$PYTHON" "$(entry scripts/temporal_diversity.py)" random \
     "$OUT/pretrain/ic_only_seed$first/checkpoints/latest.pth" \
     "$OUT/pretrain/tclr_seed$first/checkpoints/latest.pth" "${COMMON[@]}" --seed "$first" \
+    --num-clips "$EVAL_CLIPS" \
     --max-videos "$DIVERSITY_VIDEOS" --out-dir "$OUT/diversity_seed$first"
 settle
 
