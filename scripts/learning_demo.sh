@@ -9,8 +9,8 @@
 #   bash scripts/learning_demo.sh [--out DIR] [--seeds "0 1 2"] [--epochs N] [--jobs N] [--dry-run]
 #                                 [extra flags for every entry point]
 #
-# Sizes (env or flags): SEEDS ("0 1 2"), PRETRAIN_EPOCHS (--epochs; default 10 epochs of
-# STEPS_PER_EPOCH=10 steps of BATCH=20 videos), LINEAR_EPOCHS (5), EVAL_CLIPS (clips per video for
+# Sizes (env or flags): SEEDS ("0 1 2"), PRETRAIN_EPOCHS (--epochs; default 6 epochs of
+# STEPS_PER_EPOCH=10 steps of BATCH=20 videos), LINEAR_EPOCHS (3), EVAL_CLIPS (clips per video for
 # retrieval and temporal diversity, 3), VIDEOS_PER_CLASS (180: 324 test queries on split 1),
 # DIVERSITY_VIDEOS (test videos for temporal diversity, 120), DATA (dataset
 # folder, data/synthetic_trajectory, generated on first use). JOBS (2) commands run side by side,
@@ -22,10 +22,10 @@ set -euo pipefail
 
 OUT=runs/learning_demo
 SEEDS=${SEEDS:-"0 1 2"}
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-10}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-6}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-10}
 BATCH=${BATCH:-20}
-LINEAR_EPOCHS=${LINEAR_EPOCHS:-5}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-3}
 EVAL_CLIPS=${EVAL_CLIPS:-3}
 VIDEOS_PER_CLASS=${VIDEOS_PER_CLASS:-180}
 DIVERSITY_VIDEOS=${DIVERSITY_VIDEOS:-120}
