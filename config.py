@@ -20,7 +20,9 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -101,6 +103,10 @@ class RunConfig:
     amp: str = F("auto", "mixed precision: 'auto' (fp16 + grad scaler on CUDA as the release, "
                          "float32 on CPU), 'fp16', 'bf16' or 'off'",
                  choices=("auto", "fp16", "bf16", "off"))
+    drop_last: bool = F(False, "training: drop each epoch's last partial batch. One process keeps "
+                               "it by default, as the release (239 pretraining steps per epoch on "
+                               "UCF101 split 1, the last of 17 videos; a last pretraining batch of "
+                               "one video is dropped); under torchrun it is always dropped")
     max_steps_per_epoch: int = F(0, "stop each epoch after this many steps (0 = full epoch); "
                                     "for smoke tests and demos")
     log_every_steps: int = F(10, "TensorBoard scalar interval in steps")
@@ -138,6 +144,8 @@ class PretrainConfig(RunConfig):
     sync_bn: bool = F(False, "convert BatchNorm to SyncBatchNorm under DDP")
     grad_checkpoint: bool = F(False, "activation checkpointing of the backbone stages (saves memory)")
     resume: str = F("", "'auto' (latest checkpoint in out_dir if any) or a checkpoint path")
+    overwrite: bool = F(False, "replace the earlier run in out_dir (its checkpoints, logs and "
+                               "config) instead of refusing to start; --resume continues it instead")
     save_every_epochs: int = F(5, "also keep checkpoints/epoch_NNNN.pth every N epochs (0 = never)")
     save_every_steps: int = F(0, "also refresh checkpoints/latest.pth every N steps (0 = per epoch)")
 
@@ -152,8 +160,14 @@ class ClassifyConfig(RunConfig):
     batch_size: int = F(32, "global batch size in clips")
     lr: float = F(1e-2, "Adam learning rate")
     weight_decay: float = F(0.0, "Adam weight decay")
-    plateau_patience: int = F(3, "epochs without training-loss improvement before lr /10")
-    min_lr: float = F(1e-5, "stop training once the learning rate falls below this")
+    plateau_patience: int = F(3, "epochs whose training loss is above the best before lr /10 "
+                                 "(see lr_rule)")
+    lr_rule: str = F("release", "'release': the release's counter of epochs above the best loss, "
+                                "not reset by an improvement; stop after the first epoch trained "
+                                "below min_lr. 'consecutive': patience epochs in a row without "
+                                "improvement; stop before an lr below min_lr",
+                     choices=("release", "consecutive"))
+    min_lr: float = F(1e-5, "stop training once the learning rate falls below this (see lr_rule)")
     num_test_clips: int = F(10, "clips per test video; softmax averaged over them")
     val_fraction: float = F(0.1, "fraction of the train split held out (stratified, seeded) for "
                                  "model selection; 0 = report the last epoch")
@@ -172,6 +186,10 @@ class LinearConfig(ClassifyConfig):
     """Linear evaluation: frozen backbone, one Linear layer on time/space-pooled features."""
 
     out_dir: str = F("runs/linear", "run folder")
+    amp: str = F("off", "precision: 'off' (float32, as the release's linear evaluation, the "
+                        "default), or mixed precision 'auto' / 'fp16' (fp16 + grad scaler on CUDA) "
+                        "or 'bf16'; CPU always runs float32",
+                 choices=("auto", "fp16", "bf16", "off"))
     bn_mode: str = F("frozen", "'frozen': backbone BatchNorm in eval mode (default); 'train': the "
                                "release's behaviour, running statistics keep updating",
                      choices=("frozen", "train"))
@@ -191,6 +209,9 @@ class RetrievalConfig(RunConfig):
     """Nearest-neighbour retrieval: test videos query the train gallery (TCLR_SPEC section 7)."""
 
     out_dir: str = F("runs/retrieval", "run folder")
+    amp: str = F("off", "precision of feature extraction: 'off' (float32, as the release's "
+                        "retrieval, the default), or autocast 'auto' / 'fp16' or 'bf16' on CUDA",
+                 choices=("auto", "fp16", "bf16", "off"))
     checkpoint: str = F("", "backbone weights (empty = random initialisation)")
     trust_checkpoint: bool = F(False, "allow unpickling a checkpoint with Python objects (the release's "
                                       "files); only for files you trust")
@@ -298,7 +319,8 @@ def _coerce(key: str, value: Any, tp: Any, from_string: bool) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if from_string and isinstance(value, str):
+        # also from a file: YAML 1.1 (PyYAML) reads 1e-3, without a dot, as the string "1e-3"
+        if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
@@ -377,6 +399,9 @@ def _flatten_mapping(values: dict[str, Any], source: str) -> dict[str, Any]:
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML or JSON config file into a mapping."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--config {p} is a directory, not a config file (a run folder's is "
+                          f"{p / 'config.yaml'})")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     text = p.read_text()
@@ -392,6 +417,21 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def _refuse_other_job(path: str, job: str) -> None:
+    """A run folder's config.yaml (save_config's header names its class) given to another job."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    match = re.match(r"# Resolved (\w+)\.", first)
+    if not match:
+        return
+    writers = {cls.__name__: name for name, cls in JOBS.items()}
+    writer = writers.get(match.group(1))
+    if writer is not None and writer != job:
+        raise ConfigError(f"--config {path} was written by a {writer} job (it is that run's "
+                          f"config.yaml), but this is the {job} job, whose settings differ; pass "
+                          f"a {job} config or the flags themselves")
+
+
 def apply_preset(cfg: Any, name: str) -> None:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
@@ -403,19 +443,127 @@ def apply_preset(cfg: Any, name: str) -> None:
 # Command line
 # --------------------------------------------------------------------------------------------
 
-def build_parser(job: str, description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per leaf field of the job's config (values stay strings)."""
+# --help: what a preset is for (PRESETS holds its values).
+PRESET_HELP: dict[str, str] = {
+    "ucf101_r3d18": "the paper's UCF101 setting (split 1, 112 px, full width) with R3D-18",
+    "ucf101_r2plus1d18": "the paper's UCF101 setting with R(2+1)D-18",
+    "ucf101_c3d": "the paper's UCF101 setting with C3D",
+    "k400_r3d18": "Kinetics-400 pretraining with R3D-18 (112 px, full width)",
+    "k400_r2plus1d18": "Kinetics-400 pretraining with R(2+1)D-18",
+    "demo": "CPU-sized: a narrow R3D-18 (width 16, 32 px) on small generated synthetic videos "
+            "(6 classes x 30 videos; scripts/demo.sh)",
+}
+
+# --help sections, in order; a field's section is looked up in _SECTION_OF, else DataConfig's
+# fields are "data" and the rest "runtime".
+HELP_SECTIONS: dict[str, str] = {
+    "data": "which videos, and how clips are cut from them",
+    "model": "the network and the weights it starts from",
+    "optimisation": "optimiser, schedule, batch and length of training",
+    "loss": "the TCLR objective (TCLR_SPEC sections 3-5)",
+    "evaluation": "evaluation protocol, model selection and pictures",
+    "runtime": "run folder, device, precision, logging, checkpoints",
+}
+_SECTION_OF: dict[str, str] = {
+    **{name: "model" for name in ("backbone", "width", "proj_dim", "fused_forward", "checkpoint",
+                                  "trust_checkpoint", "bn_mode", "dropout")},
+    **{name: "optimisation" for name in ("epochs", "batch_size", "lr", "weight_decay", "schedule",
+                                         "warmup_factors", "plateau_patience", "plateau_factor",
+                                         "min_lr", "lr_rule", "max_steps_per_epoch", "drop_last")},
+    **{name: "loss" for name in ("temperature", "w_ic_global", "w_ic_local", "w_local_local",
+                                 "w_global_local")},
+    **{name: "evaluation" for name in ("num_test_clips", "val_fraction", "select",
+                                       "label_fraction", "eval_every_epochs", "val_clips",
+                                       "eval_batch_size", "num_clips", "ks", "cache_dir",
+                                       "num_grid_queries", "grid_topk", "embedding_points")},
+}
+# Fields a job carries (the shared DataConfig/RunConfig) but does not use: still accepted (a preset
+# or a config file written by another job may set them), left out of that job's --help. The
+# synthetic generator's sizes are listed under pretraining, the job that normally generates the
+# data; the other jobs accept them too (--help-all shows every accepted flag).
+_SYNTHETIC = ("synthetic_classes", "synthetic_videos_per_class", "synthetic_frames",
+              "synthetic_width", "synthetic_height")
+_NOT_USED_BY: dict[str, tuple[str, ...]] = {
+    "pretrain": (),
+    "linear": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
+    "finetune": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
+    "retrieval": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
+                  "max_steps_per_epoch", "max_bad_fraction", "drop_last") + _SYNTHETIC,
+}
+
+
+def help_section(name: str, job: str = "") -> str:
+    """The --help section of a leaf field name (one of HELP_SECTIONS)."""
+    if job == "retrieval" and name == "batch_size":
+        return "evaluation"          # retrieval trains nothing: its batch is feature extraction
+    if name in _SECTION_OF:
+        return _SECTION_OF[name]
+    return "data" if name in {f.name for f in dataclasses.fields(DataConfig)} else "runtime"
+
+
+def job_flags(job: str) -> list[str]:
+    """The leaf fields a job's --help shows: settable (not derived) and used by the job."""
+    return [name for name, (_p, f, _t) in leaf_fields(JOBS[job]).items()
+            if not f.metadata.get("derived") and name != "preset"
+            and name not in _NOT_USED_BY.get(job, ())]
+
+
+def _presets_epilog(job: str) -> str:
+    import textwrap
+    shown = set(job_flags(job))
+    lines = ["presets (--preset NAME; a config file and flags override its values):"]
+    for name in sorted(PRESETS):
+        values = ", ".join(f"{k}={v}" for k, v in PRESETS[name].items() if k in shown)
+        lines.append(f"  {name:18s} " + "\n  ".join(textwrap.wrap(
+            PRESET_HELP.get(name, ""), 78, subsequent_indent=" " * 19)))
+        lines.append("\n".join(textwrap.wrap(f"[{values}]", 78, initial_indent=" " * 21,
+                                             subsequent_indent=" " * 22)))
+    lines.append("\nvalues resolve as: defaults < preset < config file < flags; --print-config "
+                 "shows each value\nand where it came from")
+    return "\n".join(lines)
+
+
+class _HelpAll(argparse.Action):
+    """--help-all: the help with every accepted flag, also those the job does not use."""
+
+    def __init__(self, option_strings, dest, job: str, description: str | None, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.job, self.description = job, description
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        build_parser(self.job, self.description, show_all=True).print_help()
+        parser.exit()
+
+
+def build_parser(job: str, description: str | None = None,
+                 show_all: bool = False) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per leaf field of the job's config (values stay strings).
+
+    The help lists the flags by section (HELP_SECTIONS) and only those the job uses; the others
+    are accepted silently (``show_all`` lists them too, as ``--help-all`` does). The presets are
+    listed with what they are for and their values.
+    """
     cls = JOBS[job]
     parser = argparse.ArgumentParser(
-        description=description or cls.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+        description=description or cls.__doc__, epilog=_presets_epilog(job),
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", help="YAML or JSON config file")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config and exit")
+                        help="print the resolved config, each value with its source, and exit")
+    parser.add_argument("--help-all", action=_HelpAll, job=job, description=description,
+                        help="show every accepted flag, also those this job does not use")
+    parser.add_argument("--preset", default=argparse.SUPPRESS,
+                        help=f"named preset: {', '.join(sorted(PRESETS))} (listed below)")
     defaults = cls()
-    for name, (path, f, tp) in leaf_fields(cls).items():
-        if f.metadata.get("derived") or name == "preset":
-            continue
+    shown = set(job_flags(job))
+    flags = [(name, path, f, tp) for name, (path, f, tp) in leaf_fields(cls).items()
+             if not f.metadata.get("derived") and name != "preset"]
+    sections = {help_section(name, job) for name, *_ in flags if show_all or name in shown}
+    # argparse prints groups in creation order: create the job's non-empty sections first, in the
+    # HELP_SECTIONS order; a group of only unused flags is created after them and prints nothing
+    groups = {name: parser.add_argument_group(name, text) for name, text in HELP_SECTIONS.items()
+              if name in sections}
+    for name, path, f, tp in flags:
         choices = f.metadata.get("choices")
         help_text = f.metadata.get("help", "")
         if choices:
@@ -423,10 +571,15 @@ def build_parser(job: str, description: str | None = None) -> argparse.ArgumentP
         default = _get(defaults, path)
         if isinstance(default, tuple):
             default = ",".join(str(v) for v in default)
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, metavar=tp.__name__.upper(),
-                            default=argparse.SUPPRESS, help=f"{help_text} (default: {default!r})")
-    parser.add_argument("--preset", default=argparse.SUPPRESS,
-                        help=f"named preset: {', '.join(sorted(PRESETS))}")
+        visible = show_all or name in shown
+        section = help_section(name, job)
+        if section not in groups:
+            groups[section] = parser.add_argument_group()
+        groups[section].add_argument(
+            "--" + name.replace("_", "-"), dest=name,
+            metavar="LIST" if tp is tuple else tp.__name__.upper(),
+            default=argparse.SUPPRESS,
+            help=f"{help_text} (default: {default!r})" if visible else argparse.SUPPRESS)
     return parser
 
 
@@ -455,6 +608,8 @@ def parse_config(job: str, argv: list[str] | None = None, *, world_size: int = 1
         raise ConfigError(f"unexpected argument {unknown[0]!r} (options look like --key value)")
     cfg = JOBS[job]()
     file_values = load_config_file(args.config) if args.config else {}
+    if args.config:
+        _refuse_other_job(args.config, job)
     preset = getattr(args, "preset", None) or file_values.get("preset") or ""
     if preset:
         apply_preset(cfg, preset)
@@ -490,6 +645,8 @@ def finalize(cfg: Any, world_size: int = 1):
         if choices and _get(cfg, path) not in choices:
             raise ConfigError(f"config key {name!r}: {_get(cfg, path)!r} is not one of "
                               f"{', '.join(map(str, choices))}")
+    _require_finite(cfg, leaves)
+    _expand_user_paths(cfg, leaves)
     d = cfg.data
     _require(d.split in (1, 2, 3), f"config key 'split': {d.split} is not 1, 2 or 3")
     _require(d.clip_len >= 4 and d.clip_len % 4 == 0,
@@ -516,6 +673,7 @@ def finalize(cfg: Any, world_size: int = 1):
              f"{world_size} processes; use a multiple of {world_size}")
     cfg.per_device_batch = cfg.batch_size // world_size
     _require(cfg.epochs >= 0, f"config key 'epochs': must be >= 0, got {cfg.epochs}")
+    _require(cfg.seed >= 0, f"config key 'seed': must be >= 0, got {cfg.seed}")
     _require(cfg.max_steps_per_epoch >= 0, "config key 'max_steps_per_epoch': must be >= 0")
     _require(cfg.dist_timeout_s > 0,
              f"config key 'dist_timeout_s': must be > 0 seconds, got {cfg.dist_timeout_s}")
@@ -536,7 +694,32 @@ def finalize(cfg: Any, world_size: int = 1):
     return cfg
 
 
+# Path settings whose "~" is expanded as the shell would (a config file's values never see a shell)
+PATH_KEYS = ("data_root", "out_dir", "checkpoint", "resume", "cache_dir")
+
+
+def _expand_user_paths(cfg: Any, leaves: dict) -> None:
+    for key in PATH_KEYS:
+        if key in leaves:
+            value = _get(cfg, leaves[key][0])
+            if value.startswith("~"):
+                _set(cfg, leaves[key][0], os.path.expanduser(value))
+
+
+def _require_finite(cfg: Any, leaves: dict) -> None:
+    """Every float setting (and every number of a list setting) is finite: inf or nan in, say,
+    lr would train to non-finite weights."""
+    for name, (path, _f, tp) in leaves.items():
+        value = _get(cfg, path)
+        values = value if tp is tuple else (value,) if tp is float else ()
+        for v in values:
+            _require(math.isfinite(v), f"config key {name!r}: must be a finite number, got {v}")
+
+
 def _finalize_pretrain(cfg: PretrainConfig) -> None:
+    _require(cfg.proj_dim >= 1, f"config key 'proj_dim': must be >= 1, got {cfg.proj_dim}")
+    _require(not (cfg.overwrite and cfg.resume), "config keys 'resume' and 'overwrite': --resume "
+             "continues the earlier run, --overwrite replaces it; pass one of them")
     _require(cfg.lr > 0, f"config key 'lr': must be > 0, got {cfg.lr}")
     _require(cfg.temperature > 0, f"config key 'temperature': must be > 0, got {cfg.temperature}")
     _require(len(cfg.warmup_factors) > 0 and all(f > 0 for f in cfg.warmup_factors),
@@ -620,17 +803,58 @@ def _strip_derived(cfg: Any, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def describe(cfg: Any) -> str:
-    """Human-readable multi-line dump of the resolved config (for banners)."""
+def describe(cfg: Any, sources: dict[str, str] | None = None) -> str:
+    """Human-readable multi-line dump of the resolved config (for banners).
+
+    Args:
+        cfg: a job config.
+        sources: leaf name -> where its value came from (:func:`value_sources`), printed beside
+            each value when given.
+    """
     lines = []
     for name, (path, _f, _tp) in leaf_fields(type(cfg)).items():
-        lines.append(f"  {name:28s} {_get(cfg, path)!r}")
+        value = f"{_get(cfg, path)!r}"
+        if sources is not None:
+            value = f"{value:32s} # {sources.get(name, 'default')}"
+        lines.append(f"  {name:28s} {value}")
     return "\n".join(lines)
+
+
+def value_sources(job: str, args: argparse.Namespace) -> dict[str, str]:
+    """Where each leaf value of a parsed command line came from (for ``--print-config``).
+
+    Args:
+        job: the job name (a JOBS key).
+        args: the namespace :func:`parse_config` returned.
+    Returns:
+        leaf name -> "default", "preset NAME", "file PATH", "flag --name" or "derived" (the last
+        source in the order defaults < preset < config file < command line).
+    """
+    leaves = leaf_fields(JOBS[job])
+    sources = {name: "derived" if f.metadata.get("derived") else "default"
+               for name, (_p, f, _t) in leaves.items()}
+    file_values = load_config_file(args.config) if getattr(args, "config", None) else {}
+    preset = getattr(args, "preset", None) or file_values.get("preset") or ""
+    if preset:
+        for key in PRESETS.get(preset, {}):
+            if key in leaves and sources[key] != "derived":
+                sources[key] = f"preset {preset}"
+        sources["preset"] = ("flag --preset" if getattr(args, "preset", None)
+                             else f"file {args.config}")
+    for key in _flatten_mapping(file_values, "config file"):
+        norm = key.replace("-", "_")
+        if norm in leaves and norm != "preset":
+            sources[norm] = f"file {args.config}"
+    for key in vars(args):
+        if key in leaves and key != "preset":
+            sources[key] = "flag --" + key.replace("_", "-")
+    return sources
 
 
 __all__ = [
     "ConfigError", "DataConfig", "RunConfig", "PretrainConfig", "ClassifyConfig", "LinearConfig",
     "FinetuneConfig", "RetrievalConfig", "JOBS", "PRESETS", "parse_config", "finalize",
     "apply_overrides", "apply_preset", "load_config_file", "save_config", "to_dict", "from_dict",
-    "loss_weights", "leaf_fields", "describe", "build_parser",
+    "loss_weights", "leaf_fields", "describe", "build_parser", "value_sources", "job_flags",
+    "help_section", "HELP_SECTIONS", "PRESET_HELP",
 ]

@@ -1,13 +1,18 @@
 """Preflight check of a dataset split: every listed video opened and decoded to its real end.
 
-    python -m dataloaders.check --dataset ucf101 --root DIR --split 1 [--subset train|test|all]
+    python -m dataloaders.check --dataset ucf101 --root DIR --split 1 [--subset all|train|test]
                                 [--workers N] [--min-frames 57] [--json REPORT.json]
 
-Prints: decodable count, real frame counts (min / median / max), videos too short for TCLR sampling,
-videos whose header overstates their length, unreadable files with the reason, and split entries with
-no file. Exit status 1 when any listed file is missing or unreadable, 2 when the dataset layout or
-split files themselves are broken, 0 otherwise (too-short videos are reported, not fatal: the
-training datasets skip them by their stated policy).
+Checks every subset a job reads (default "all": train and test; Kinetics train and val), each
+against the minimum length of the protocol that reads it: train videos against TCLR pretraining's
+(57 frames at the defaults), test/val videos against evaluation's (17 frames: 16-frame clips at
+stride 2). Prints per subset: decodable count, real frame counts (min / median / max), videos too
+short, videos whose header overstates their length, unreadable files with the reason, and split
+entries with no file; then videos listed in both train and test (refused by every job) and
+duplicate split lines. Exit status 1 when any listed file is missing or unreadable or an evaluation
+video is too short (evaluation never skips a video), 2 when the dataset layout or split files are
+broken (including train/test overlap), 0 otherwise (too-short train videos are reported, not fatal:
+the training datasets skip them by their stated policy).
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloaders.sampling import min_tclr_frames
-from dataloaders.splits import DATASETS, DatasetError, build_video_list
+from dataloaders.datasets import min_eval_frames
+from dataloaders.splits import DATASETS, DatasetError, build_video_list, check_split_lists
 from dataloaders.video import VideoDecodeError, count_frames, probe_video
 
 SHOW = 20  # paths printed per category (the JSON report has all of them)
@@ -36,6 +42,9 @@ def scan_video(path: str) -> dict:
     """
     result = {"path": path, "status": "ok", "reason": "", "header_frames": None,
               "real_frames": None, "width": None, "height": None}
+    if os.path.isdir(path):
+        result.update(status="unreadable", reason="a directory, not a video file")
+        return result
     if not os.path.exists(path):
         result.update(status="missing", reason="file not found")
         return result
@@ -52,11 +61,13 @@ def scan_video(path: str) -> dict:
     return result
 
 
+def _subsets(dataset: str, subset: str) -> tuple[str, ...]:
+    if subset != "all" or dataset == "folder":
+        return (subset,)
+    return ("train", "test") if dataset != "kinetics400" else ("train", "val")
+
+
 def _videos(dataset: str, root: str, split: int, subset: str) -> list[tuple[str, int]]:
-    if subset == "all" and dataset != "folder":
-        subsets = ("train", "test") if dataset != "kinetics400" else ("train", "val")
-        videos = [v for s in subsets for v in build_video_list(dataset, root, split, s, False)[0]]
-        return list(dict.fromkeys(videos))  # a video listed in both subsets is scanned once
     return build_video_list(dataset, root, split, subset, check_files=False)[0]
 
 
@@ -96,14 +107,14 @@ def _print_list(title: str, rows: list, fmt) -> None:
         print(f"    ... and {len(rows) - SHOW} more (see --json)")
 
 
-def print_summary(summary: dict, header: str) -> None:
+def print_summary(summary: dict, header: str, protocol: str = "TCLR sampling") -> None:
     print(header)
     print(f"  listed videos: {summary['listed']}")
     print(f"  decodable: {summary['decodable']}")
     if summary["frames_min"] is not None:
         print(f"  real frame counts: min {summary['frames_min']}, median {summary['frames_median']:g}, "
               f"max {summary['frames_max']}")
-    _print_list(f"  too short for TCLR sampling (< {summary['min_frames']} frames)",
+    _print_list(f"  too short for {protocol} (< {summary['min_frames']} frames)",
                 summary["too_short"], lambda r: f"{r[0]} ({r[1]} frames)")
     _print_list("  header overstates the frame count", summary["header_overstates"],
                 lambda r: f"{r[0]} (header {r[1]}, real {r[2]})")
@@ -116,27 +127,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--split", type=int, default=1)
-    parser.add_argument("--subset", default="train", choices=("train", "test", "val", "all"))
+    parser.add_argument("--subset", default="all", choices=("all", "train", "test", "val"),
+                        help="all = every subset a job reads (default)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--min-frames", type=int, default=min_tclr_frames(),
-                        help="frames a video needs for TCLR sampling (default: %(default)s)")
+                        help="frames a train video needs for TCLR sampling (default: %(default)s)")
+    parser.add_argument("--min-eval-frames", type=int, default=min_eval_frames(),
+                        help="frames a test/val video needs for evaluation (default: %(default)s)")
     parser.add_argument("--json", help="also write the full report (every path) to this file")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    subsets = _subsets(args.dataset, args.subset)
     try:
-        videos = _videos(args.dataset, args.root, args.split, args.subset)
+        lists = {name: _videos(args.dataset, args.root, args.split, name) for name in subsets}
+        notes = (check_split_lists(lists["train"], lists["test"], f"{args.dataset} split "
+                                   f"{args.split}") if {"train", "test"} <= set(lists) else [])
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    results = scan([path for path, _ in videos], args.workers, not args.no_progress)
-    summary = summarize(results, args.min_frames)
-    print_summary(summary, f"{args.dataset} split {args.split} {args.subset} under {args.root}")
+    summaries, scanned, bad, short = {}, [], 0, 0
+    for name, videos in lists.items():
+        evaluated = name not in ("train", "all")
+        minimum = args.min_eval_frames if evaluated else args.min_frames
+        results = scan([path for path, _ in videos], args.workers, not args.no_progress)
+        scanned.extend(results)
+        summary = summarize(results, minimum)
+        print_summary(summary, f"{args.dataset} split {args.split} {name} under {args.root}",
+                      "evaluation clips" if evaluated else "TCLR sampling")
+        summaries[name] = summary
+        bad += len(summary["missing"]) + len(summary["unreadable"])
+        short += len(summary["too_short"]) if evaluated else 0
+    for note in notes:
+        print(f"note: {note}")
     if args.json:
+        report = summaries[subsets[0]]
+        if len(subsets) > 1:   # the counts over every subset, each too-short judged by its own
+            report = {**summarize(scanned, args.min_frames), "subsets": summaries}
+            report["too_short"] = [row for one in summaries.values() for row in one["too_short"]]
+            report.pop("min_frames")
         with open(args.json, "w") as handle:
-            json.dump(summary, handle, indent=1)
-    bad = len(summary["missing"]) + len(summary["unreadable"])
+            json.dump({**report, "notes": notes}, handle, indent=1)
     if bad:
         print(f"FAILED: {bad} listed videos are missing or unreadable")
+    if short:
+        print(f"FAILED: {short} test/val videos are too short for the evaluation clips "
+              "(evaluation never skips a video)")
+    if bad or short:
         return 1
     print("OK")
     return 0

@@ -30,7 +30,7 @@ from dataloaders.augment import (AugmentParams, apply_clip_augmentation, apply_e
                                  augment_pretrain_clips, formula_channels, sample_strong_params,
                                  sample_weak_params)
 from dataloaders.sampling import (CLIP_MIN_VALID, clip_indices, eval_clip_starts, min_tclr_frames,
-                                  mirror_pad, pad_tclr_indices, sample_clip_start,
+                                  mirror_pad, pad_eval_clips, pad_tclr_indices, sample_clip_start,
                                   sample_tclr_start, scaled_min_valid, tclr_frame_indices)
 from dataloaders.splits import DatasetError
 from dataloaders.video import (DecodedFrames, VideoDecodeError, VideoReader, VideoTooShortError,
@@ -312,12 +312,57 @@ class ClipDataset(_RetryingVideoDataset):
         return {"clip": clip, "label": int(label)}                      # clip [3, T, S, S]
 
 
+def min_eval_frames(clip_len: int = 16, stride: int = 2) -> int:
+    """The fewest frames a video needs for the evaluation clips of MultiClipDataset (and the
+    classifier's training clips, which pad the same way): 17 at 16 frames, stride 2."""
+    min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
+    indices = clip_indices(0, clip_len, stride)
+    for frames in range(1, clip_len * stride + 1):
+        try:
+            _pad_clips(indices, frames, min_valid, stride)
+            return frames
+        except VideoTooShortError:
+            continue
+    return clip_len * stride + 1
+
+
+def check_eval_lengths(videos: list, clip_len: int, stride: int, what: str) -> None:
+    """Before any training: every evaluation video opens and its header claims enough frames.
+
+    Reads each file's header only (milliseconds per video); a header that overstates the real
+    length is caught at evaluation, and by ``python -m dataloaders.check``, which decodes all.
+
+    Raises:
+        DatasetError: naming the videos that cannot be opened or are too short.
+    """
+    from dataloaders.video import probe_video
+    needed = min_eval_frames(clip_len, stride)
+    bad = []
+    for path, _label in videos:
+        try:
+            frames = probe_video(path).frame_count
+        except VideoDecodeError as error:
+            bad.append(f"{path}: {error.reason}")
+            continue
+        if frames < needed:
+            bad.append(f"{path}: {frames} frames, {needed} needed")
+    if bad:
+        raise DatasetError(f"{len(bad)} of {len(videos)} {what} videos cannot be evaluated "
+                           f"({clip_len}-frame clips at stride {stride}), e.g.:\n  "
+                           + "\n  ".join(bad[:10]) + "\nEvaluation never skips a video: fix or "
+                           "remove them from the split before training (python -m "
+                           "dataloaders.check lists every one)")
+
+
 class MultiClipDataset(Dataset):
     """Evaluation: C clips per video, evenly spaced starts, centre crop (spec section 7).
 
     Every video is decoded once for all its clips. A bad video raises DatasetError (evaluation never
-    skips a video).
-    Items: "clips" float32 [C, 3, T, S, S], "label" int, "video_id" (index in the list).
+    skips a video). In a very short video some clips may be too short to pad (the release's starts
+    start_i = i); like the release, the video is then scored on its other clips: those clips are
+    marked False in "clip_mask" (and hold a copy of the first valid clip).
+    Items: "clips" float32 [C, 3, T, S, S], "clip_mask" bool [C], "label" int, "video_id" (index in
+    the list).
     """
 
     def __init__(self, videos, num_clips: int = 10, clip_len: int = 16, stride: int = 2,
@@ -336,15 +381,24 @@ class MultiClipDataset(Dataset):
         starts = eval_clip_starts(frames, self.num_clips, self.clip_len, self.stride)
         return np.stack([clip_indices(int(s), self.clip_len, self.stride) for s in starts])
 
-    def _pad(self, indices, frames):
-        return _pad_clips(indices, frames, self.min_valid, self.stride)
-
     def __getitem__(self, index) -> dict:
         index = int(index[0] if isinstance(index, (tuple, list)) else index)
         path, label = self.videos[index]
+        mask = torch.ones(self.num_clips, dtype=torch.bool)
+
+        def pad(indices, frames):  # the last call is for the real frame count
+            try:
+                padded, valid = pad_eval_clips(indices, frames, self.min_valid)
+            except VideoTooShortError:
+                # clip 0 starts first: if it cannot be padded no clip can; this raises, with reason
+                _pad_clips(indices[:1], frames, self.min_valid, self.stride)
+                raise
+            mask.copy_(torch.from_numpy(valid))
+            return padded
+
         try:
             with VideoReader(path, color=self.color) as reader:
-                decoded, indices = _decode_clips(reader, None, self._draw, self._pad)
+                decoded, indices = _decode_clips(reader, None, self._draw, pad)
         except VideoDecodeError as error:
             raise DatasetError(f"evaluation video {path} cannot be used: {error.reason}. Evaluation "
                                "never skips videos: repair or re-download it (python -m "
@@ -352,7 +406,8 @@ class MultiClipDataset(Dataset):
         pool = _pool_tensor(decoded)
         frames = pool[_pool_positions(decoded, indices)]                # [C, T, 3, H, W]
         clips = apply_eval_transform(frames, self.size, self.crop, self.flip)
-        return {"clips": clips, "label": int(label), "video_id": index}  # [C, 3, T, S, S]
+        return {"clips": clips, "clip_mask": mask, "label": int(label),   # [C, 3, T, S, S], [C]
+                "video_id": index}
 
 
 def _pad_frames(frames: list[torch.Tensor]) -> torch.Tensor:
@@ -423,7 +478,9 @@ def collate_clips(items: list[dict]) -> dict:
 
 
 def collate_multiclip(items: list[dict]) -> dict:
-    """Batches MultiClipDataset items: "clips" [B, C, 3, T, S, S], "label" [B], "video_id" [B]."""
+    """Batches MultiClipDataset items: "clips" [B, C, 3, T, S, S], "clip_mask" bool [B, C],
+    "label" [B], "video_id" [B]."""
     return {"clips": _stack([item["clips"] for item in items]),
+            "clip_mask": torch.stack([item["clip_mask"] for item in items]),
             "label": torch.tensor([item["label"] for item in items]),
             "video_id": torch.tensor([item["video_id"] for item in items])}

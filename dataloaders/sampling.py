@@ -14,7 +14,10 @@ All functions return int64 numpy arrays of frame indices; they decode nothing. S
 * Classifier clips: clip_len frames at stride 2 from start ~ U{0 .. N - 2 * clip_len - 1}
   (0 when N <= 2 * clip_len), mirror-padded when at least 9 of 16 frames exist (the release: more
   than half).
-* Evaluation clips: start_i = int(linspace(0, N - 2 * clip_len - 10, C)[i]), clamped to >= 0.
+* Evaluation clips: start_i = int(linspace(0, N - 2 * clip_len - 10, C)[i]), and i where that is
+  negative (the release). In very short videos (N < 26 for 10 clips of 16 frames at stride 2) the
+  late starts leave too few frames for mirror padding; the release's loader then fails that clip
+  and the video is scored on its other clips: pad_eval_clips marks such clips invalid.
 """
 from __future__ import annotations
 
@@ -179,17 +182,57 @@ def random_clip_indices(num_video_frames: int, rng: np.random.Generator, clip_le
 
 def eval_clip_starts(num_video_frames: int, num_clips: int = 10, clip_len: int = 16,
                      stride: int = 2, margin: int = EVAL_MARGIN) -> np.ndarray:
-    """Evaluation starts: int(linspace(0, N - stride * clip_len - margin, C)), clamped >= 0: int64 [C]."""
+    """Evaluation starts, as the release (linear_eval/dl_linear.py, nn_retrieval/dl_ret.py):
+    start_i = int(linspace(0, N - stride * clip_len - margin, C)[i]), and start_i = i (the clip's
+    own index, not 0) where that is negative (N < 42 for the defaults).
+
+    Returns:
+        int64 [C].
+    """
     last = num_video_frames - stride * clip_len - margin
     starts = np.linspace(0, last, num_clips).astype(np.int64)  # astype truncates like int()
-    return np.maximum(starts, 0)
+    return np.where(starts < 0, np.arange(num_clips), starts)
+
+
+def pad_eval_clips(indices: np.ndarray, num_video_frames: int, min_valid: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror-pads every evaluation clip that can be padded; the others are marked invalid.
+
+    As the release, where a clip too short to pad fails on its own and the video is scored on its
+    other clips. Invalid rows receive a copy of the first valid clip so that the array keeps its
+    shape; consumers average over the valid clips only (the mask).
+
+    Args:
+        indices: int [C, L] unpadded clip indices.
+        num_video_frames: the video's real frame count N.
+        min_valid: as mirror_pad.
+    Returns:
+        (padded int64 [C, L], valid bool [C]).
+    Raises:
+        VideoTooShortError: when no clip can be padded (the message of the first clip).
+    """
+    padded, valid, first_error = [], [], None
+    for clip in np.asarray(indices):
+        try:
+            padded.append(mirror_pad(clip, num_video_frames, min_valid))
+            valid.append(True)
+        except VideoTooShortError as error:
+            first_error = first_error or error
+            padded.append(None)
+            valid.append(False)
+    if not any(valid):
+        raise first_error
+    substitute = padded[valid.index(True)]
+    rows = [row if ok else substitute for row, ok in zip(padded, valid)]
+    return np.stack(rows), np.array(valid)
 
 
 def eval_clip_indices(num_video_frames: int, num_clips: int = 10, clip_len: int = 16, stride: int = 2,
-                      min_valid: int | None = None) -> np.ndarray:
-    """All evaluation clips of a video, mirror-padded: int64 [C, clip_len] (min_valid as above)."""
+                      min_valid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All evaluation clips of a video, mirror-padded: (int64 [C, clip_len], valid bool [C])
+    (min_valid as above; see pad_eval_clips)."""
     starts = eval_clip_starts(num_video_frames, num_clips, clip_len, stride)
     if min_valid is None:
         min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
-    return np.stack([mirror_pad(clip_indices(int(s), clip_len, stride), num_video_frames, min_valid)
-                     for s in starts])
+    unpadded = np.stack([clip_indices(int(s), clip_len, stride) for s in starts])
+    return pad_eval_clips(unpadded, num_video_frames, min_valid)

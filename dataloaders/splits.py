@@ -339,11 +339,12 @@ def build_video_list(dataset: str, root: str, split: int = 1, subset: str = "tra
     reader, video_dir = DATASETS[dataset]
     relative, classes = reader(os.path.abspath(root), split, subset)
     base = video_dir(os.path.abspath(root))
-    videos = [(os.path.join(base, path), label) for path, label in relative]
+    listings: dict[str, list[str]] = {}
+    videos = [(_resolve_case(base, path, listings), label) for path, label in relative]
     if check_files:
         missing = [path for path, _ in videos if not os.path.isfile(path)]
         if missing:
-            shown = "\n  ".join(missing[:10])
+            shown = "\n  ".join(_why_missing(p, listings) for p in missing[:10])
             folders = sorted({os.path.dirname(p) for p in missing if not os.path.isdir(os.path.dirname(p))})
             gone = (f"{len(folders)} folder(s) are missing entirely: {', '.join(folders[:5])}\n"
                     if folders else "")
@@ -352,3 +353,75 @@ def build_video_list(dataset: str, root: str, split: int = 1, subset: str = "tra
                                f"dataloaders.check --dataset {dataset} --root {root} --split {split} "
                                "for the full report.")
     return videos, classes
+
+
+def _listing(folder: str, listings: dict[str, list[str]]) -> list[str]:
+    if folder not in listings:
+        listings[folder] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return listings[folder]
+
+
+def _resolve_case(base: str, relative: str, listings: dict[str, list[str]]) -> str:
+    """``base/relative``; when that is absent, with each folder and file name matched to the one
+    entry on disk that differs only in letter case (the real UCF101 spells HandstandPushups and
+    HandStandPushups both ways; class names already match case-insensitively)."""
+    exact = os.path.join(base, relative)
+    if os.path.exists(exact):
+        return exact
+    current = base
+    for part in relative.split("/"):
+        candidate = os.path.join(current, part)
+        if not os.path.exists(candidate):
+            folded = [n for n in _listing(current, listings) if n.lower() == part.lower()]
+            if len(folded) != 1:
+                return exact
+            candidate = os.path.join(current, folded[0])
+        current = candidate
+    return current
+
+
+def _why_missing(path: str, listings: dict[str, list[str]]) -> str:
+    """A missing entry with what is there instead: a folder of that name, or the nearest names."""
+    import difflib
+    if os.path.isdir(path):
+        return f"{path} (a directory, not a video file)"
+    folder, name = os.path.split(path)
+    if not os.path.isdir(folder):
+        parent, wanted = os.path.split(folder)
+        close = difflib.get_close_matches(wanted, _listing(parent, listings), n=2, cutoff=0.6)
+        return path + (f" (no folder {wanted}; near match on disk: {', '.join(close)})"
+                       if close else "")
+    names = _listing(folder, listings)
+    stem = os.path.splitext(name)[0].lower()
+    # a renamed copy ("v_x (1).avi", "v_x.avi.part") first, then names that look alike
+    close = [n for n in names if n.lower().startswith(stem)][:2] or difflib.get_close_matches(
+        name, names, n=2, cutoff=0.6)
+    return path + (f" (near match on disk: {', '.join(close)})" if close else "")
+
+
+def check_split_lists(train: list, test: list, what: str) -> list[str]:
+    """Refuse a video listed in both the train and the test list; describe duplicate lines.
+
+    Args:
+        train, test: [(absolute path, label)] as build_video_list returns them.
+        what: names the split in messages (e.g. "ucf101 split 1 under ROOT").
+    Returns:
+        One warning per list with a video listed more than once (each copy is used as listed).
+    Raises:
+        DatasetError: a video is in both lists (an evaluation on it measures memorisation).
+    """
+    from collections import Counter
+    both = sorted({p for p, _ in train} & {p for p, _ in test})
+    if both:
+        raise DatasetError(f"{what}: {len(both)} videos are listed in both the train and the test "
+                           f"list, e.g. {', '.join(both[:3])}; a test video seen in training "
+                           "inflates every result. Fix the split files")
+    notes = []
+    for name, videos in (("train", train), ("test", test)):
+        counts = Counter(p for p, _ in videos)
+        repeated = [(p, c) for p, c in counts.items() if c > 1]
+        if repeated:
+            notes.append(f"{what}: the {name} list names {len(repeated)} videos more than once "
+                         f"(e.g. {repeated[0][0]} {repeated[0][1]} times); each copy is used as "
+                         "a separate video")
+    return notes

@@ -1103,10 +1103,12 @@ def separability_check(root: str | Path, split: int = 1, clip_len: int = 16, str
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dataloaders.synthetic",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every flag shows its default
         description="Write a synthetic video dataset (real AVI files, UCF101 or HMDB51 layout and split "
                     "files) whose classes differ only in temporal structure. Classes, in order: "
                     + ", ".join(CLASS_REGISTRY) + ".")
-    parser.add_argument("--out", required=True, help="dataset root folder (created if missing)")
+    parser.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                        help="dataset root folder (created if missing); required")
     parser.add_argument("--classes", type=int, default=10,
                         help=f"number of classes, 2..{MAX_CLASSES} (varied) or 2..{len(TRAJECTORY_CLASSES)} "
                              f"(trajectory)")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.errors import NonFiniteWeightsError
 from models.weights import CheckpointError, check_r2plus1d_layout, read_checkpoint
 
 FORMAT = "tclr-repro"
@@ -32,8 +33,13 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
     Raises:
         CheckpointWriteError: on any OSError (full disk, permissions); the message says which.
+        NonFiniteWeightsError: ``obj["model"]`` holds NaN or infinite values (nothing written).
     """
     path = Path(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        require_finite(obj["model"], f"refusing to write checkpoint {path}: the model's weights",
+                       f" The previous {path.name}, if any, is intact. Training diverged: lower "
+                       "--lr, or use --amp off")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -51,6 +57,23 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         raise CheckpointWriteError(f"could not write checkpoint {path}: {why}. "
                                    f"The previous {path.name}, if any, is intact.") from exc
     return path
+
+
+def nonfinite_tensors(state: dict) -> tuple[list[str], int]:
+    """(names of the floating-point tensors of ``state`` holding NaN or inf, number of floating
+    tensors)."""
+    floats = {k: v for k, v in state.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    return [k for k, v in floats.items() if not bool(torch.isfinite(v).all())], len(floats)
+
+
+def require_finite(state: dict, what: str, hint: str = "") -> None:
+    """Raise NonFiniteWeightsError("<what> hold NaN or inf ...<hint>") unless every tensor of
+    ``state`` is finite."""
+    bad, total = nonfinite_tensors(state)
+    if bad:
+        raise NonFiniteWeightsError(f"{what} hold NaN or inf values ({len(bad)} of {total} "
+                                    f"tensors, first {bad[0]!r}).{hint}")
 
 
 def _remove_stale_temps(path: Path) -> None:

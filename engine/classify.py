@@ -11,8 +11,11 @@ One engine serves both protocols (TCLR_SPEC section 7); they differ only in what
   raises :class:`engine.errors.TrainingError` if anything changed.
 - finetune (:class:`config.FinetuneConfig`): every layer trains (optional dropout before fc).
 
-Both: Adam; lr / 10 when the epoch's mean training loss has not improved for ``plateau_patience``
-epochs; training stops once the lr falls below ``min_lr`` or after ``epochs``. Training clips:
+Both: Adam; lr / 10 under the release's plateau rule (``lr_rule=release``: a counter of epochs
+whose training loss is above the best so far, not reset by an improvement, reaching
+``plateau_patience``; training stops after the first epoch trained below ``min_lr``) or the
+consecutive rule (``lr_rule=consecutive``), see engine.schedules.classifier_update; at most
+``epochs`` epochs. Training clips:
 16 frames at stride 2 from a random start, weak augmentation. Test: ``num_test_clips`` clips per
 video with evenly spaced starts, centre crop 0.8, softmax averaged over the clips of a video, every
 test video exactly once.
@@ -52,7 +55,8 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
                            make_scaler, run_job, seed_everything)
 from engine.distributed import all_gather_objects, all_reduce_sum
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
-from engine.schedules import PlateauState, plateau_update, set_lr
+from engine.logging import eta_text, steps_text
+from engine.schedules import PlateauState, classifier_update, set_lr
 
 SELECT_LABELS = {
     "val": "val (best accuracy on held-out train videos)",
@@ -174,6 +178,9 @@ def init_backbone(backbone: nn.Module, cfg: Any, logger) -> dict[str, Any]:
                 "load_summary": "random initialisation"}
     from models import load_backbone_weights
     report = load_backbone_weights(backbone, cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint)
+    ckpt_io.require_finite(backbone.state_dict(), f"{cfg.checkpoint}: its backbone weights",
+                           " It cannot be evaluated: use a checkpoint from before the training "
+                           "diverged (checkpoints/epoch_NNNN.pth)")
     summary = load_summary(cfg.checkpoint, report)
     logger.info(summary)
     if report.color is not None and report.color != cfg.data.color:
@@ -289,7 +296,7 @@ def eval_batch_size(cfg: ClassifyConfig, num_clips: int) -> int:
 def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     """Video lists, subsets (written to the run folder) and loaders."""
     from dataloaders import datasets as ds
-    from dataloaders.splits import build_video_list
+    from dataloaders.splits import build_video_list, check_split_lists
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
     train_all, class_names = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
@@ -298,16 +305,18 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     if list(test_classes) != list(class_names):
         raise TrainingError(f"{d.dataset} split {d.split} under {d.data_root}: the train and test "
                             "lists name different classes")
+    for note in check_split_lists(train_all, test_videos, f"{d.dataset} split {d.split} under "
+                                                          f"{d.data_root}"):
+        ctx.logger.warning(note)
+    ds.check_eval_lengths(test_videos, d.clip_len, d.train_stride, f"{d.dataset} split {d.split} "
+                                                                    "test")
     train_videos, val_videos = split_train_videos(train_all, cfg)
-    if ctx.dist.is_main:
-        write_video_list(ctx.run_dir / "labelled_videos.txt", train_videos, d.data_root)
-        write_video_list(ctx.run_dir / "val_videos.txt", val_videos, d.data_root)
     train_set = ds.ClipDataset(train_videos, clip_len=d.clip_len, stride=d.train_stride,
                                size=d.resolution, color=d.color, augment="weak", seed=cfg.seed,
                                color_ops=d.color_ops)
     if len(train_set) < cfg.batch_size:
-        raise TrainingError(f"{len(train_set)} labelled training videos, fewer than one batch "
-                            f"({cfg.batch_size}); lower --batch-size or raise --label-fraction")
+        raise TrainingError(too_few_videos(cfg, len(train_all), len(train_videos),
+                                           len(val_videos)))
     train_loader, train_sampler = make_loader(train_set, cfg, ctx.dist, train=True,
                                               collate_fn=ds.collate_clips)
     val_loader = None
@@ -319,9 +328,34 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
         f"{d.dataset} split {d.split}: {len(train_all)} train videos -> {len(train_videos)} "
         f"labelled for training (label fraction {cfg.label_fraction:g}), {len(val_videos)} held "
         f"out for validation (val fraction {cfg.val_fraction:g}, seed {cfg.seed}); "
-        f"{len(test_videos)} test videos; {len(class_names)} classes")
+        f"{len(test_videos)} test videos; {len(class_names)} classes; "
+        f"{steps_text(len(train_loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} clips, "
+        f"at most {cfg.epochs} epochs")
     return ClassifyData(train_loader, train_sampler, val_loader, test_loader, list(class_names),
                         train_videos, val_videos, test_videos)
+
+
+def too_few_videos(cfg: ClassifyConfig, listed: int, labelled: int, held_out: int) -> str:
+    """Why fewer labelled videos than one batch remain, naming the setting that causes it."""
+    text = (f"{labelled} labelled training videos, fewer than one batch ({cfg.batch_size}): the "
+            f"train list has {listed}")
+    if held_out and listed - held_out < cfg.batch_size <= listed:
+        return (f"{text}, of which --val-fraction {cfg.val_fraction:g} holds out {held_out} for "
+                f"validation (at least one per class); lower --val-fraction, use --select last "
+                f"(no validation videos), or lower --batch-size")
+    if cfg.label_fraction < 1.0 and listed - held_out >= cfg.batch_size:
+        return (f"{text}, and --label-fraction {cfg.label_fraction:g} keeps {labelled} of them; "
+                "raise --label-fraction or lower --batch-size")
+    return (f"{text}{f' ({held_out} held out for validation)' if held_out else ''}; lower "
+            "--batch-size")
+
+
+def write_subsets(ctx: RunContext, data: "ClassifyData") -> None:
+    """labelled_videos.txt and val_videos.txt in the run folder (rank 0)."""
+    if ctx.dist.is_main:
+        root = ctx.cfg.data.data_root
+        write_video_list(ctx.run_dir / "labelled_videos.txt", data.train_videos, root)
+        write_video_list(ctx.run_dir / "val_videos.txt", data.val_videos, root)
 
 
 def _eval_loader(cfg: ClassifyConfig, ctx: RunContext, videos: list, num_clips: int):
@@ -371,7 +405,8 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, plain: Classifier, loader
     criterion = nn.CrossEntropyLoss()
     sums = torch.zeros(3, dtype=torch.float64)                  # loss sum, correct, clips
     failures: list = []
-    bar = tqdm(total=steps_total, desc=f"train {epoch}", leave=False, dynamic_ncols=True,
+    bar = tqdm(total=steps_total, desc=f"train {epoch + 1}/{cfg.epochs}", leave=False,
+               dynamic_ncols=True,
                disable=not (ctx.dist.is_main and cfg.progress))
     step = 0
     for batch in loader:
@@ -384,12 +419,12 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, plain: Classifier, loader
         reduced = all_reduce_sum(flags.to(device)).cpu()
         if not math.isfinite(reduced[0].item()):
             raise NonFiniteLossError(
-                f"non-finite classification loss at epoch {epoch}, step {step}; nothing was saved "
-                "from this epoch. Try --amp off or a lower --lr.")
+                f"non-finite classification loss at epoch {epoch + 1}, step {step + 1}; nothing "
+                "was saved from this epoch. Try --amp off or a lower --lr.")
         if reduced[1] > 0:
             raise TooManyBadVideosError(
                 f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to decode at epoch "
-                f"{epoch}, step {step}: " + "; ".join(f"{p}: {r}" for p, r in bad))
+                f"{epoch + 1}, step {step + 1}: " + "; ".join(f"{p}: {r}" for p, r in bad))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -452,7 +487,8 @@ def evaluate(ctx: RunContext, model: nn.Module, loader, num_classes: int, desc: 
         b, c = clips.shape[:2]
         with autocast(device, dtype):
             logits = model(clips.flatten(0, 1))                   # [B*C, classes]
-        probs = metrics.clip_softmax_average(logits.view(b, c, -1))   # [B, classes]
+        probs = metrics.clip_softmax_average(logits.view(b, c, -1),    # [B, classes]
+                                             batch.get("clip_mask"))
         acc.add(ids, probs, labels.tolist())
     merged = metrics.VideoScoreAccumulator(num_classes)
     for state in all_gather_objects(acc.state()):
@@ -532,6 +568,8 @@ def _run(cfg: ClassifyConfig, ctx: RunContext) -> dict:
     seed_everything(cfg.seed)
     plain = build_classifier(cfg, len(data.class_names))
     init = init_backbone(plain.backbone, cfg, ctx.logger)
+    ctx.commit()   # start-up succeeded: from here on the run folder is written
+    write_subsets(ctx, data)
     linear = isinstance(cfg, LinearConfig)
     if linear:
         plain.freeze_backbone()
@@ -577,15 +615,18 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
     for epoch in range(cfg.epochs):
         set_lr(optimizer, cfg.lr * plateau.scale)
         data.train_sampler.set_epoch(epoch)
+        started = time.perf_counter()
         stats = train_one_epoch(ctx, model, plain, data.train_loader, optimizer, scaler, epoch)
         lr = optimizer.param_groups[0]["lr"]
-        plateau = plateau_update(plateau, stats.loss, patience=cfg.plateau_patience, factor=0.1)
-        lr_too_low = cfg.lr * plateau.scale < cfg.min_lr * (1 - 1e-9)
+        plateau, lr_too_low = classifier_update(
+            plateau, stats.loss, lr, base_lr=cfg.lr, patience=cfg.plateau_patience, factor=0.1,
+            min_lr=cfg.min_lr, rule=cfg.lr_rule)
         record = {"epoch": epoch, "lr": lr, "loss": stats.loss, "train_clip_acc": stats.accuracy,
                   "steps": stats.steps, "skipped_videos": len(stats.failures),
                   "time": time.time()}
         eval_now = (epoch + 1) % cfg.eval_every_epochs == 0 or lr_too_low or epoch == cfg.epochs - 1
         improved = _select(ctx, plain, data, selection, epoch, eval_now, record)
+        record["epoch_seconds"] = time.perf_counter() - started
         _log_epoch(ctx, record, stats)
         if ctx.dist.is_main:
             ckpt = make_checkpoint(plain, optimizer, scaler, cfg, epoch + 1, plateau,
@@ -595,8 +636,9 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
                 ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "best.pth")
         if lr_too_low:
             stopped_because = "min_lr"
-            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} fell below min_lr {cfg.min_lr:.1e}: "
-                            f"stopping after epoch {epoch}")
+            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} (epoch {epoch + 1}: {lr:.1e}) fell "
+                            f"below min_lr {cfg.min_lr:.1e} (--lr-rule {cfg.lr_rule}): stopping "
+                            f"after epoch {epoch + 1}")
             break
     return FitOutcome(epochs_run=epoch + 1, stopped_because=stopped_because, selection=selection)
 
@@ -611,7 +653,7 @@ def _select(ctx: RunContext, plain: Classifier, data: ClassifyData, selection: S
         return False
     split, loader = (("val", data.val_loader) if selection.rule == "val"
                      else ("test", data.test_loader))
-    result = evaluate(ctx, plain, loader, len(data.class_names), f"{split} {epoch}")
+    result = evaluate(ctx, plain, loader, len(data.class_names), f"{split} {epoch + 1}")
     top1 = result.accuracy()[1]
     record[f"{split}_top1"] = top1
     ctx.tb.scalars({"top1": top1}, epoch, f"{split}/")
@@ -629,11 +671,14 @@ def _log_epoch(ctx: RunContext, record: dict, stats: EpochStats) -> None:
     ctx.jsonl.write(record)
     ctx.tb.scalars({"loss": stats.loss, "clip_accuracy": stats.accuracy, "lr": record["lr"]},
                    record["epoch"], "train/")
-    ctx.logger.info(f"epoch {record['epoch']}: loss {stats.loss:.4f}, train clip acc "
+    # epochs are counted from 1 in messages (log.jsonl keeps the 0-based index)
+    epochs = ctx.cfg.epochs
+    ctx.logger.info(f"epoch {record['epoch'] + 1}/{epochs}: loss {stats.loss:.4f}, train clip acc "
                     f"{stats.accuracy:.1f}%, lr {record['lr']:.1e}"
-                    + "".join(f", {k} {v:.2f}%" for k, v in record.items() if k.endswith("_top1")))
+                    + "".join(f", {k} {v:.2f}%" for k, v in record.items() if k.endswith("_top1"))
+                    + " | " + eta_text(record["epoch"] + 1, epochs, record["epoch_seconds"]))
     if stats.failures:
-        ctx.logger.warning(f"epoch {record['epoch']}: {len(stats.failures)} videos failed to "
+        ctx.logger.warning(f"epoch {record['epoch'] + 1}: {len(stats.failures)} videos failed to "
                            "decode and were replaced by the next listed video:\n  "
                            + "\n  ".join(f"{p}: {r}" for p, r in stats.failures))
 
@@ -656,8 +701,12 @@ def protocol_text(cfg: ClassifyConfig) -> str:
         val_clips = cfg.val_clips or cfg.num_test_clips
         val = (f"; validation: {cfg.val_fraction:g} of each class of the train split held out "
                f"(seed {cfg.seed}), {val_clips} clips/video")
-    return (f"{what}; Adam lr {cfg.lr:g}, /10 after {cfg.plateau_patience} epochs without "
-            f"training-loss improvement, stop below {cfg.min_lr:g} or after {cfg.epochs} epochs; "
+    rule = (f"/10 each time {cfg.plateau_patience} epochs (counted since the last drop, not "
+            f"reset by an improvement: the release's rule) had a training loss above the best, "
+            f"stop after the first epoch trained below {cfg.min_lr:g}" if cfg.lr_rule == "release"
+            else f"/10 after {cfg.plateau_patience} consecutive epochs without training-loss "
+            f"improvement, stop before an lr below {cfg.min_lr:g}")
+    return (f"{what}; Adam lr {cfg.lr:g}, {rule}, at most {cfg.epochs} epochs; "
             f"train clips {d.clip_len} frames stride {d.train_stride}, weak augmentation; test: "
             f"{cfg.num_test_clips} clips/video, centre crop 0.8 -> {d.resolution}px, softmax "
             f"averaged per video; model selection: {SELECT_LABELS[cfg.select]}{val}")
@@ -679,14 +728,18 @@ def build_results(cfg: ClassifyConfig, data: ClassifyData, init: dict, outcome: 
                      "evaluated (see failed_videos); accuracies are over the evaluated ones")
     d = cfg.data
     results = {
-        "job": job_name(cfg), "top1": acc[1], "top5": acc[5],
+        # percentages to 0.01 points; the exact counts of correct videos beside them
+        "job": job_name(cfg), "top1": metrics.round_percent(acc[1]),
+        "top5": metrics.round_percent(acc[5]),
+        **{f"top{k}_correct": c
+           for k, c in metrics.topk_correct(test.probs, test.labels, (1, 5)).items()},
         "num_videos": test.num_videos, "num_videos_listed": len(data.test_videos),
         "failed_videos": [list(f) for f in test.failures],
         "protocol": protocol_text(cfg),
         "checkpoint": init["checkpoint"], "init": init["init"], "init_source": init["init_source"],
         "dataset": d.dataset, "data_root": d.data_root, "split": d.split, "seed": cfg.seed,
         "select": SELECT_LABELS[cfg.select], "selected_epoch": outcome.selection.epoch,
-        "val_top1": outcome.selection.val_top1,
+        "val_top1": metrics.round_percent(outcome.selection.val_top1),
         "selected_checkpoint": ("checkpoints/best.pth" if outcome.selection.epoch is not None
                                 else None),
         "label_fraction": cfg.label_fraction,
@@ -727,11 +780,14 @@ def write_outputs(ctx: RunContext, results: dict, test: EvalResult, class_names:
     cm = metrics.confusion(preds, labels, len(class_names))
     metrics.write_per_class_csv(run_dir / "per_class_accuracy.csv", class_names, per_class, support)
     metrics.write_confusion_csv(run_dir / "confusion_matrix.csv", class_names, cm)
-    image = visualize.confusion_image(cm)
-    visualize.save_png(image, run_dir / "confusion_matrix.png")
+    init = f"checkpoint {results['checkpoint']}" if results["checkpoint"] else "random init"
+    title = (f"{results['job']}, {init}\n{results['dataset']} split {results['split']} test, "
+             f"top-1 {results['top1']:.2f}%")
+    visualize.save_figure(visualize.confusion_figure(cm, class_names, title),
+                          run_dir / "confusion_matrix.png", ctx.tb.writer, "test/confusion_matrix")
     if ctx.tb.writer is not None:
-        ctx.tb.writer.add_image("test/confusion_matrix", image, 0)
         ctx.tb.scalars({"top1": results["top1"], "top5": results["top5"]}, 0, "test/")
+    visualize.write_training_curves(run_dir, ctx.tb.writer)      # loss and lr per epoch
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     ctx.jsonl.write({"final": True, **{k: results[k] for k in ("top1", "top5", "num_videos")}})
     for note in results["notes"]:

@@ -35,30 +35,56 @@ def job_main(job: str, runner: str, argv: list[str] | None = None) -> int:
     ``runner`` ("module:function", imported only now so --help and config errors stay fast)."""
     import importlib
 
-    from config import describe, parse_config
+    from config import describe, parse_config, value_sources
     from engine.distributed import env_world_size
     cfg, args = parse_config(job, argv, world_size=env_world_size())
     if args.print_config:
-        print(describe(cfg))
+        print(describe(cfg, value_sources(job, args)))
         return 0
     module, function = runner.split(":")
     getattr(importlib.import_module(module), function)(cfg)
     return 0
 
 
+def final_line(exc: BaseException) -> str | None:
+    """The one line run_main prints for ``exc`` (None: not a user error, a traceback follows)."""
+    from engine.errors import JobInterrupted
+    if isinstance(exc, user_errors()):
+        return f"error: {_message(exc)}"
+    if isinstance(exc, JobInterrupted):
+        return f"interrupted: {exc}"
+    from engine.distributed import is_peer_failure, peer_failure_message
+    if isinstance(exc, Exception) and is_peer_failure(exc):
+        return f"error: {peer_failure_message(exc)}"
+    return None
+
+
+def _report(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Call ``main(argv)``; turn the project's user errors into ``error: ...`` and exit code 2."""
+    """Call ``main(argv)``; turn the project's user errors into ``error: ...`` and exit code 2,
+    Ctrl-C into one ``interrupted: ...`` line and exit code 130 (no traceback in either case).
+    engine.common.run_job has already written the same line into the run's log.txt."""
+    from engine.errors import JobInterrupted
     errors = user_errors()
     try:
         code = main(argv)
     except errors as exc:
-        print(f"error: {_message(exc)}", file=sys.stderr)
+        _report(final_line(exc))
         sys.exit(2)
+    except JobInterrupted as exc:
+        _report(final_line(exc))
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _report("interrupted: stopped by Ctrl-C before the job started; nothing was written")
+        sys.exit(130)
     except Exception as exc:
         from engine.distributed import is_peer_failure, peer_failure_message
         if not is_peer_failure(exc):
             raise
         # a traceback into DDP internals would hide the one fact that matters: a peer is gone
-        print(f"error: {peer_failure_message(exc)}", file=sys.stderr)
+        _report(final_line(exc))
         sys.exit(1)
     sys.exit(code or 0)

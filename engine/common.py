@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import random
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,11 @@ from engine.logging import JsonlLog, TensorBoard, banner, get_logger
 
 @dataclass
 class RunContext:
-    """Everything a job needs about where it runs and where it writes."""
+    """Everything a job needs about where it runs and where it writes.
+
+    With deferred writes (``setup_run(..., defer_writes=True)``) the run folder stays untouched
+    until :meth:`commit`: log lines wait in memory, config.yaml and TensorBoard are not written.
+    """
 
     cfg: Any
     dist: DistInfo
@@ -33,13 +38,48 @@ class RunContext:
     logger: logging.Logger
     tb: TensorBoard
     jsonl: JsonlLog
+    lock: Any = None                    # engine.rundir.RunLock on rank 0
+    pending: Any = None                 # log records held back until commit
+    committed: bool = True
+    started: float = 0.0
 
     @property
     def device(self) -> torch.device:
         return self.dist.device
 
-    def close(self) -> None:
+    def commit(self) -> None:
+        """Start-up succeeded: write config.yaml, the held-back log lines, open TensorBoard.
+        With ``overwrite`` set, an earlier run's outputs are removed first. Idempotent."""
+        if self.committed:
+            return
+        self.committed = True
+        if self.dist.is_main:
+            from engine.rundir import clear_outputs
+            removed = clear_outputs(self.run_dir) if getattr(self.cfg, "overwrite", False) else []
+            config_mod.save_config(self.cfg, self.run_dir)
+            get_logger("tclr", self.run_dir)
+            file_handlers = [h for h in self.logger.handlers if isinstance(h, logging.FileHandler)]
+            for record in self.pending.buffer if self.pending is not None else []:
+                for handler in file_handlers:
+                    handler.handle(record)
+            if removed:
+                self.logger.warning(f"--overwrite: removed the earlier run's "
+                                    f"{', '.join(removed)} from {self.run_dir}")
+        self._drop_pending()
+        self.tb = TensorBoard(self.run_dir / "tensorboard")
+
+    def _drop_pending(self) -> None:
+        if self.pending is not None:
+            self.logger.removeHandler(self.pending)
+            self.pending = None
+
+    def close(self, failed: bool = False) -> None:
+        """Close the logs and release the run folder (removing it when a failed start made it)."""
         self.tb.close()
+        self._drop_pending()
+        if self.lock is not None:
+            self.lock.release(abandon=failed and not self.committed)
+            self.lock = None
 
 
 def seed_everything(seed: int) -> None:
@@ -48,32 +88,105 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None) -> RunContext:
-    """Join the process group, create the run folder, write the config, print the banner."""
+def _detach_file_handlers(logger: logging.Logger) -> None:
+    """Forget the log.txt files of jobs run earlier in this process."""
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None,
+              defer_writes: bool = False) -> RunContext:
+    """Join the process group, claim the run folder, print the banner.
+
+    Args:
+        defer_writes: write nothing into the run folder (config.yaml, log.txt, TensorBoard) until
+            the job calls ``ctx.commit()``; False commits at once.
+    Raises:
+        RunFolderError: --out-dir is a file, not writable, or in use by another live run.
+    """
+    from engine.rundir import RunLock, check_out_dir
+    from engine.logging import PendingRecords
+    started = time.time()
     dist_info = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
     config_mod.finalize(cfg, world_size=dist_info.world_size)
     run_dir = Path(cfg.out_dir)
+    lock = None
+    logger = get_logger("tclr")
+    _detach_file_handlers(logger)
+    pending = None
     if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_mod.save_config(cfg, run_dir)
-    logger = get_logger("tclr", run_dir)
+        check_out_dir(run_dir)
+        lock = RunLock(run_dir)
+        pending = PendingRecords()
+        logger.addHandler(pending)
     if dist_info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    ctx = RunContext(cfg=cfg, dist=dist_info, run_dir=run_dir, logger=logger,
+                     tb=TensorBoard(run_dir / "tensorboard", enabled=False),
+                     jsonl=JsonlLog(run_dir / "log.jsonl"), lock=lock, pending=pending,
+                     committed=False, started=started)
     banner(logger, job, config_mod.describe(cfg), dist_info.device, dist_info.world_size,
            extra_banner)
-    return RunContext(cfg=cfg, dist=dist_info, run_dir=run_dir, logger=logger,
-                      tb=TensorBoard(run_dir / "tensorboard"), jsonl=JsonlLog(run_dir / "log.jsonl"))
+    if dist_info.device.type == "cpu" and getattr(cfg, "amp", "off") in ("fp16", "bf16"):
+        logger.warning(f"--amp {cfg.amp} has no effect on the CPU: this run computes in float32")
+    if not defer_writes:
+        ctx.commit()
+    return ctx
 
 
 def run_job(cfg: Any, title: str, body) -> Any:
-    """``body(cfg, ctx)`` inside a set-up run; closes the logs and leaves the process group after."""
+    """``body(cfg, ctx)`` inside a set-up run; closes the logs and leaves the process group after.
+
+    The body calls ``ctx.commit()`` once its start-up (data lists, checkpoints) has succeeded;
+    an error before that leaves the run folder as it was. Ctrl-C ends the job with
+    :class:`engine.errors.JobInterrupted`, whose message lists the files the run kept.
+    """
     from engine.distributed import cleanup
-    ctx = setup_run(cfg, title)
+    from engine.errors import JobInterrupted
+    ctx = setup_run(cfg, title, defer_writes=True)
+    failed = True
     try:
-        return body(cfg, ctx)
+        try:
+            result = body(cfg, ctx)
+        except KeyboardInterrupt:
+            raise JobInterrupted(interrupted_message(ctx)) from None
+        ctx.commit()
+        failed = False
+        return result
+    except BaseException as exc:
+        if ctx.committed:
+            _log_final_line(ctx, exc)
+        raise
     finally:
-        ctx.close()
+        ctx.close(failed=failed)
+        _detach_file_handlers(ctx.logger)
         cleanup()
+
+
+def _log_final_line(ctx: RunContext, exc: BaseException) -> None:
+    """The line the entry point will print for ``exc``, also in log.txt (a bug: its traceback)."""
+    from engine.cli import final_line
+    from engine.logging import log_to_files
+    line = final_line(exc)
+    if line is not None:
+        log_to_files(line)
+    elif isinstance(exc, Exception):
+        import traceback
+        log_to_files("".join(traceback.format_exception(exc)).rstrip())
+
+
+def interrupted_message(ctx: RunContext) -> str:
+    """What a Ctrl-C'd job kept: the files it wrote into its run folder."""
+    from engine.rundir import files_written_since
+    if not ctx.committed:
+        return f"stopped by Ctrl-C during start-up; nothing was written to {ctx.run_dir}"
+    kept = files_written_since(ctx.run_dir, ctx.started) if ctx.dist.is_main else []
+    missing = ("" if "results.json" in kept
+               else "; the job did not finish, so there is no new results.json")
+    again = ("continue it with --resume auto" if hasattr(ctx.cfg, "resume")
+             else "rerun the same command to run the job again")
+    return f"stopped by Ctrl-C; kept in {ctx.run_dir}: {', '.join(kept) or 'nothing'}{missing}; {again}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,22 +309,50 @@ class SkipFirst(Sampler):
         return max(0, len(self.sampler) - self.skip)
 
 
+def drop_last_batch(num_items: int, batch_size: int, world_size: int, drop_last: bool = False,
+                    min_last_batch: int = 1) -> bool:
+    """Whether a training loader drops each epoch's last partial batch.
+
+    One process keeps it unless ``drop_last`` asks otherwise, as the release does (its DataLoaders
+    keep drop_last=False: 9,537 UCF101 split-1 videos in batches of 40 give 239 steps, the last of
+    17 videos), except when it would hold fewer than ``min_last_batch`` items (pretraining: 2,
+    since the head's BatchNorm1d cannot normalise a single video and instance contrast needs two).
+    Under torchrun (world_size > 1) it is always dropped: DistributedSampler could keep it only by
+    padding the epoch with repeated videos (some videos seen twice, the same video possibly its own
+    negative across the global batch), and every process must run the same number of steps with
+    equal shares of the global batch.
+    """
+    if world_size > 1 or drop_last:
+        return True
+    remainder = num_items % batch_size
+    return 0 < remainder < min_last_batch
+
+
 def make_loader(dataset: Dataset, cfg: Any, dist_info: DistInfo, *, train: bool,
-                collate_fn=None, batch_size: int | None = None) -> tuple[DataLoader, SkipFirst]:
+                collate_fn=None, batch_size: int | None = None,
+                min_last_batch: int = 1) -> tuple[DataLoader, SkipFirst]:
     """DataLoader over this process's shard of ``dataset``.
 
     Training: shuffled with the run seed (DistributedSampler, also for one process, so the order is
-    a pure function of (seed, epoch)), items seeded per (seed, epoch, index), last partial batch
-    dropped so every step sees the full batch. Evaluation: no shuffle, no drop (every video once;
-    DistributedSampler padding is undone by the caller through video ids).
+    a pure function of (seed, epoch)), items seeded per (seed, epoch, index); the last partial
+    batch is kept in one process and dropped under torchrun (drop_last_batch, ``cfg.drop_last``).
+    Evaluation: no shuffle, no drop (every video once; DistributedSampler padding is undone by the
+    caller through video ids).
+
+    Args:
+        min_last_batch: training: a last partial batch smaller than this is dropped.
 
     Returns:
         (loader, sampler): call ``sampler.set_epoch(e)`` before each epoch and set
         ``sampler.skip`` to resume mid-epoch.
     """
     from dataloaders.datasets import EpochSeededSampler
+    batch = batch_size or cfg.per_device_batch
+    drop = train and drop_last_batch(len(dataset), batch * dist_info.world_size,
+                                     dist_info.world_size, getattr(cfg, "drop_last", False),
+                                     min_last_batch)
     base = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
-                              shuffle=train, seed=cfg.seed, drop_last=train)
+                              shuffle=train, seed=cfg.seed, drop_last=drop)
     sampler = SkipFirst(EpochSeededSampler(base, cfg.seed) if train else base)
     workers = cfg.data.num_workers
     if workers > 0:
@@ -223,8 +364,8 @@ def make_loader(dataset: Dataset, cfg: Any, dist_info: DistInfo, *, train: bool,
     # Batches are pinned (AugmentParams has pin_memory() for the device-augmentation batches) so
     # the training step's .to(device, non_blocking=True) copies overlap with compute.
     loader = DataLoader(
-        dataset, batch_size=batch_size or cfg.per_device_batch, sampler=sampler,
-        num_workers=workers, collate_fn=collate_fn, drop_last=train,
+        dataset, batch_size=batch, sampler=sampler,
+        num_workers=workers, collate_fn=collate_fn, drop_last=drop,
         pin_memory=dist_info.device.type == "cuda", persistent_workers=train and workers > 0,
         prefetch_factor=2 if workers > 0 else None,
         worker_init_fn=_worker_init if workers > 0 else None,

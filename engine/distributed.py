@@ -44,8 +44,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; "
-                               "use --device cpu")
+            from config import ConfigError
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine (torch "
+                              f"{torch.__version__}, built for CUDA {torch.version.cuda}); use "
+                              "--device cpu, or --device auto to pick the GPU when there is one")
         if name == "cuda":
             return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)

@@ -11,3 +11,15 @@ class NonFiniteLossError(TrainingError):
 
 class TooManyBadVideosError(TrainingError):
     """More than the allowed fraction of one batch's videos failed to decode."""
+
+
+class RunFolderError(TrainingError):
+    """The run folder cannot be used: a file, not writable, in use, or holding another run."""
+
+
+class NonFiniteWeightsError(TrainingError):
+    """Weights or features hold NaN or infinite values; nothing was saved or reported from them."""
+
+
+class JobInterrupted(Exception):
+    """Ctrl-C ended a job; the message says what the run folder kept."""

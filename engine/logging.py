@@ -44,6 +44,27 @@ def get_logger(name: str = "tclr", run_dir: str | os.PathLike | None = None) -> 
     return logger
 
 
+class PendingRecords(logging.Handler):
+    """Holds log records in memory until the run folder may be written (RunContext.commit hands
+    them to log.txt; a failed start drops them, so its folder stays as it was)."""
+
+    def __init__(self):
+        super().__init__()
+        self.buffer: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.buffer.append(record)
+
+
+def log_to_files(message: str, level: int = logging.ERROR, name: str = "tclr") -> None:
+    """Write ``message`` to the log.txt files of the logger only (the console already has it)."""
+    logger = logging.getLogger(name)
+    record = logger.makeRecord(name, level, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 class JsonlLog:
     """Appends one JSON object per line to ``path`` (rank 0 only)."""
 
@@ -71,9 +92,9 @@ def _json_default(obj: Any):
 class TensorBoard:
     """A SummaryWriter on rank 0; silent elsewhere."""
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(self, log_dir: str | os.PathLike, enabled: bool = True):
         self.writer = None
-        if get_rank() == 0:
+        if enabled and get_rank() == 0:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(log_dir=str(log_dir))
 
@@ -116,3 +137,32 @@ def banner(logger: logging.Logger, job: str, cfg_text: str, device: torch.device
         lines.append(f"{key}: {value}")
     lines.append("config:\n" + cfg_text)
     logger.info("\n".join(lines))
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min 05 s' or '3 h 07 min': a wall time for log lines."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def eta_text(epochs_done: int, epochs_total: int, epoch_seconds: float) -> str:
+    """'epoch time 1 min 05 s, ETA 3 h 07 min' for the epoch line: epochs left x the measured
+    time of the last epoch (an estimate; a plateau stop or min-lr stop can end the run earlier)."""
+    left = max(0, epochs_total - epochs_done)
+    eta = "done" if left == 0 else f"ETA {format_duration(left * epoch_seconds)}"
+    return f"epoch time {format_duration(epoch_seconds)}, {eta}"
+
+
+def steps_text(loader_steps: int, max_steps: int) -> str:
+    """'12 steps per epoch', or '3 steps per epoch (--max-steps-per-epoch 3; a full epoch has
+    12)': the steps an epoch really runs."""
+    if max_steps and max_steps < loader_steps:
+        return (f"{max_steps} steps per epoch (--max-steps-per-epoch {max_steps}; a full epoch "
+                f"has {loader_steps})")
+    return f"{loader_steps} steps per epoch"

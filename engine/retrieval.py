@@ -32,8 +32,9 @@ from engine import metrics
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
                            run_job, seed_everything)
 from engine.distributed import all_gather_objects, barrier
+from engine.errors import NonFiniteWeightsError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: keyed by checkpoint content and each video's size and mtime
 
 
 @dataclass
@@ -50,19 +51,22 @@ class FeatureSet:
 # Features
 # --------------------------------------------------------------------------------------------
 
-def video_features(backbone: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+def video_features(backbone: nn.Module, clips: torch.Tensor,
+                   clip_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Retrieval features of a batch of videos.
 
     Args:
         backbone: maps [N, 3, T, S, S] -> feature map [N, C, T'].
         clips: [B, K, 3, T, S, S], K clips per video.
+        clip_mask: bool [B, K], the clips to average (MultiClipDataset's "clip_mask": a very short
+            video's clips that cannot be padded are left out, as in the release); None = all.
     Returns:
-        [B, C*T'] float32: per-clip flattened feature maps averaged over the K clips, L2-normalised.
+        [B, C*T'] float32: per-clip flattened feature maps averaged over the clips, L2-normalised.
     """
     b, k = clips.shape[:2]
     fmap = backbone(clips.flatten(0, 1))                       # [B*K, C, T']
     flat = fmap.float().flatten(1).view(b, k, -1)              # [B, K, C*T']
-    return metrics.l2_normalize(flat.mean(dim=1))              # [B, C*T']
+    return metrics.l2_normalize(metrics.masked_clip_mean(flat, clip_mask))  # [B, C*T']
 
 
 @torch.no_grad()
@@ -87,7 +91,7 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
     for batch in bar:
         clips = batch["clips"].to(device, non_blocking=True)         # [B, K, 3, T, S, S]
         with autocast(device, dtype):
-            feats = video_features(backbone, clips).cpu()            # [B, D]
+            feats = video_features(backbone, clips, batch.get("clip_mask")).cpu()  # [B, D]
         for vid, f, y in zip(batch["video_id"].tolist(), feats, batch["label"].tolist()):
             rows.setdefault(int(vid), (f, int(y)))
     merged: dict[int, tuple[torch.Tensor, int]] = {}
@@ -108,23 +112,52 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
 # Feature cache
 # --------------------------------------------------------------------------------------------
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content (memoised per path, size and mtime within this process)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
 def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
-    """What identifies the weights: the checkpoint file (resolved path, size, mtime) or, for
-    random initialisation, the seed that drew them."""
+    """What identifies the weights: the checkpoint file's content (sha256; a file rewritten in
+    place with other weights is another checkpoint) or, for random initialisation, the seed."""
     if not cfg.checkpoint:
         return {"init": "random", "seed": cfg.seed}
     p = Path(cfg.checkpoint).resolve()
+    if p.is_dir():
+        raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint} is a directory, not a "
+                                      "checkpoint file (a run's are in its checkpoints/ folder)")
     if not p.is_file():
         raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint}: no such file")
-    st = p.stat()
-    return {"init": "checkpoint", "path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"init": "checkpoint", "path": str(p), "sha256": file_sha256(p)}
+
+
+def video_identity(path: str) -> str:
+    """A video's identity for the cache: path, size and modification time (a dataset regenerated
+    or re-downloaded in place changes them)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return f"{path}\tabsent"
+    return f"{path}\t{st.st_size}\t{st.st_mtime_ns}"
 
 
 def cache_key(cfg: RetrievalConfig, subset: str, videos: list, device: torch.device
               ) -> dict[str, Any]:
     """Everything a subset's features depend on, as a JSON-able dict."""
     d = cfg.data
-    listing = hashlib.sha256("\n".join(f"{p}\t{y}" for p, y in videos).encode()).hexdigest()
+    listing = hashlib.sha256("\n".join(f"{video_identity(p)}\t{y}" for p, y in videos).encode()
+                             ).hexdigest()
     dtype = amp_dtype(cfg.amp, device)
     return {
         "version": CACHE_VERSION, "weights": checkpoint_identity(cfg),
@@ -135,6 +168,16 @@ def cache_key(cfg: RetrievalConfig, subset: str, videos: list, device: torch.dev
         "resolution": d.resolution, "color": d.color, "crop": 0.8, "flip": False,
         "precision": str(dtype) if dtype is not None else "float32",
     }
+
+
+def why_valid(key: dict[str, Any]) -> str:
+    """Why a cache file with this key holds the features this run would compute."""
+    weights = key["weights"]
+    what = (f"checkpoint content sha256 {weights['sha256'][:12]}" if weights["init"] == "checkpoint"
+            else f"random initialisation, seed {weights['seed']}")
+    return (f"same {what}, same {key['num_videos']} videos (path, size and mtime of each), same "
+            f"protocol ({key['num_clips']} clips of {key['clip_len']} frames at stride "
+            f"{key['stride']}, {key['resolution']} px, {key['color']}, {key['precision']})")
 
 
 def cache_file(cfg: RetrievalConfig, key: dict[str, Any]) -> Path:
@@ -180,6 +223,15 @@ class _LazyBackbone:
         return self.module
 
 
+def require_finite_features(features: torch.Tensor, cfg: RetrievalConfig, what: str) -> None:
+    """Recall@k of NaN features is a number that means nothing: refuse them, naming the weights."""
+    rows = int((~torch.isfinite(features)).any(dim=1).sum())
+    if rows:
+        source = cfg.checkpoint or f"the random initialisation (seed {cfg.seed})"
+        raise NonFiniteWeightsError(f"{what}: {rows} of {features.shape[0]} videos have NaN or "
+                                    f"inf features from {source}; nothing was reported")
+
+
 def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, subset: str,
                     videos: list) -> FeatureSet:
     """Features of one subset, from the cache when its key matches, else computed and cached."""
@@ -188,7 +240,8 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
     path = cache_file(cfg, key)
     cached = load_cached(path, key)
     if cached is not None:
-        ctx.logger.info(f"{subset}: loaded cached features {path}")
+        require_finite_features(cached[0], cfg, f"{subset} features cached in {path}")
+        ctx.logger.info(f"{subset}: reusing cached features {path}: {why_valid(key)}")
         return FeatureSet(cached[0], cached[1], [p for p, _ in videos], from_cache=True)
     d = cfg.data
     dataset = ds.MultiClipDataset(videos, num_clips=cfg.num_clips, clip_len=d.clip_len,
@@ -198,6 +251,7 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
                             batch_size=cfg.per_device_batch)
     t0 = time.time()
     features, labels = extract_features(ctx, lazy.get(), loader, f"features {subset}")
+    require_finite_features(features, cfg, f"{subset} features")
     ctx.logger.info(f"{subset}: extracted features of {len(videos)} videos x {cfg.num_clips} clips "
                     f"in {time.time() - t0:.1f} s -> {path}")
     if ctx.dist.is_main:
@@ -212,20 +266,36 @@ def run(cfg: RetrievalConfig) -> dict:
 
 
 def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
-    from dataloaders.splits import build_video_list
+    from dataloaders.datasets import check_eval_lengths
+    from dataloaders.splits import build_video_list, check_split_lists
+    from engine.rundir import check_writable_dir
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
     gallery_videos, class_names = build_video_list(d.dataset, d.data_root, split=d.split,
                                                    subset="train")
     query_videos, _ = build_video_list(d.dataset, d.data_root, split=d.split, subset="test")
+    for note in check_split_lists(gallery_videos, query_videos,
+                                  f"{d.dataset} split {d.split} under {d.data_root}"):
+        ctx.logger.warning(note)
+    check_writable_dir(cache_file(cfg, {"subset": ""}).parent, "--cache-dir")
     lazy = _LazyBackbone(cfg, ctx)
+    to_extract = [(subset, videos) for subset, videos in (("train", gallery_videos),
+                                                          ("test", query_videos))
+                  if not cache_file(cfg, cache_key(cfg, subset, videos, ctx.device)).is_file()]
+    if to_extract:   # checked now, so that a bad video or checkpoint is a failed start
+        for subset, videos in to_extract:
+            check_eval_lengths(videos, d.clip_len, d.train_stride,
+                               f"{d.dataset} split {d.split} {subset}")
+        lazy.get()
+    ctx.commit()     # start-up succeeded: from here on the run folder is written
     gallery = subset_features(cfg, ctx, lazy, "train", gallery_videos)
     queries = subset_features(cfg, ctx, lazy, "test", query_videos)
     recalls, neighbours, notes = metrics.recall_at_k(queries.features, queries.labels,
                                                      gallery.features, gallery.labels, cfg.ks)
-    results = build_results(cfg, recalls, queries, gallery, notes)
+    hits = metrics.retrieval_hits(neighbours, queries.labels, gallery.labels, cfg.ks)  # [Q, ks]
+    results = build_results(cfg, recalls, queries, gallery, notes, hits)
     if ctx.dist.is_main:
-        write_outputs(ctx, results, queries, gallery, class_names)
+        write_outputs(ctx, results, queries, gallery, class_names, hits)
     return results
 
 
@@ -238,11 +308,16 @@ def protocol_text(cfg: RetrievalConfig) -> str:
 
 
 def build_results(cfg: RetrievalConfig, recalls: dict[int, float], queries: FeatureSet,
-                  gallery: FeatureSet, notes: list[str]) -> dict:
+                  gallery: FeatureSet, notes: list[str], hits: torch.Tensor | None = None) -> dict:
+    """results.json: Recall@k rounded to 0.01 points, with the exact hit counts beside them
+    (``recall@k_hits`` of ``num_queries``; ``hits`` is bool [Q, len(ks)] from
+    ``metrics.retrieval_hits``)."""
     d = cfg.data
     ident = checkpoint_identity(cfg)
     results: dict[str, Any] = {"job": "retrieval"}
-    results.update({f"recall@{k}": v for k, v in recalls.items()})
+    results.update({f"recall@{k}": metrics.round_percent(v) for k, v in recalls.items()})
+    if hits is not None:
+        results.update({f"recall@{k}_hits": int(hits[:, i].sum()) for i, k in enumerate(cfg.ks)})
     results.update({
         "num_queries": int(queries.features.shape[0]),
         "num_gallery": int(gallery.features.shape[0]),
@@ -265,11 +340,17 @@ def summary_line(results: dict, ks) -> str:
 
 
 def write_outputs(ctx: RunContext, results: dict, queries: FeatureSet, gallery: FeatureSet,
-                  class_names: list) -> None:
-    """results.json, the picture grid (PNG + TensorBoard) and the embedding projector data."""
+                  class_names: list, hits: torch.Tensor | None = None) -> None:
+    """results.json, per_class_recall.csv, the Recall@k curve and the picture grid (PNG +
+    TensorBoard) and the embedding projector data."""
     cfg: RetrievalConfig = ctx.cfg
     if cfg.num_grid_queries > 0:
         write_grid(ctx, queries, gallery, class_names)
+    if hits is not None:
+        recall, support = metrics.per_class_recall(hits, queries.labels, len(class_names))
+        metrics.write_per_class_recall_csv(ctx.run_dir / "per_class_recall.csv", class_names,
+                                           cfg.ks, recall, support)
+    write_recall_curve(ctx, results, queries, gallery)
     if cfg.embedding_points > 0 and ctx.tb.writer is not None:
         pick = np.unique(np.linspace(0, len(queries.paths) - 1,
                                      min(cfg.embedding_points, len(queries.paths))).astype(int))
@@ -279,12 +360,27 @@ def write_outputs(ctx: RunContext, results: dict, queries: FeatureSet, gallery: 
                                     metadata=[class_names[int(queries.labels[i])] for i in pick],
                                     tag="test_features", global_step=0)
     if ctx.tb.writer is not None:
-        ctx.tb.scalars({k: v for k, v in results.items() if k.startswith("recall@")}, 0,
-                       "retrieval/")
+        ctx.tb.scalars({k: v for k, v in results.items()
+                        if k.startswith("recall@") and not k.endswith("_hits")}, 0, "retrieval/")
     (ctx.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     for note in results["notes"]:
         ctx.logger.info(f"note: {note}")
     ctx.logger.info(summary_line(results, cfg.ks))
+
+
+def write_recall_curve(ctx: RunContext, results: dict, queries: FeatureSet,
+                       gallery: FeatureSet) -> Path:
+    """recall_at_k.png: Recall@k against k beside a random ranking's (also in TensorBoard)."""
+    from engine import visualize
+    cfg: RetrievalConfig = ctx.cfg
+    recalls = {k: results[f"recall@{k}"] for k in cfg.ks}
+    chance = metrics.chance_recall_at_k(queries.labels, gallery.labels, cfg.ks)
+    init = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else "random init"
+    title = (f"Recall@k, {init}\n{results['dataset']} split {results['split']}: "
+             f"{results['num_queries']} test queries vs {results['num_gallery']} train videos")
+    fig = visualize.recall_curve_figure(recalls, chance, title)
+    return visualize.save_figure(fig, ctx.run_dir / "recall_at_k.png", ctx.tb.writer,
+                                 "retrieval/recall_at_k")
 
 
 def grid_queries(num_queries: int, count: int) -> list[int]:
@@ -297,37 +393,43 @@ def grid_queries(num_queries: int, count: int) -> list[int]:
 
 def write_grid(ctx: RunContext, queries: FeatureSet, gallery: FeatureSet,
                class_names: list) -> Path:
-    """retrieval_grid.png: rows of query + top-k gallery middle frames, green = same class; and
-    retrieval_grid.txt naming the videos and classes of every cell."""
+    """retrieval_grid.png: rows of query + top-k gallery videos as filmstrips (several frames
+    across each video), tick + solid frame = same class; and retrieval_grid.txt naming the videos
+    and classes of every cell."""
     from engine import visualize
     cfg: RetrievalConfig = ctx.cfg
     chosen = grid_queries(len(queries.paths), cfg.num_grid_queries)
     k = min(cfg.grid_topk, len(gallery.paths))
     nn_idx = metrics.nearest_neighbours(queries.features[chosen], gallery.features, k)  # [Q, k]
-    thumbs: dict[str, torch.Tensor] = {}
+    strips: dict[str, np.ndarray] = {}
 
-    def thumb(path: str) -> torch.Tensor:
-        if path not in thumbs:
-            thumbs[path] = visualize.thumbnail(visualize.middle_frame(path, color="rgb"))
-        return thumbs[path]
+    def strip(path: str) -> np.ndarray:
+        if path not in strips:
+            strips[path] = visualize.filmstrip(path)                 # [h, w, 3] uint8 RGB
+        return strips[path]
 
-    q_img = torch.stack([thumb(queries.paths[i]) for i in chosen])                  # [Q, 3, h, w]
-    n_img = torch.stack([torch.stack([thumb(gallery.paths[j]) for j in row.tolist()])
-                         for row in nn_idx])                                 # [Q, k, 3, h, w]
-    correct = gallery.labels[nn_idx] == queries.labels[chosen].view(-1, 1)           # [Q, k]
-    image = visualize.retrieval_grid(q_img, n_img, correct)
-    path = visualize.save_png(image, ctx.run_dir / "retrieval_grid.png")
-    lines = ["# row: query (blue frame) -> nearest gallery videos, most similar first; "
-             "+ same class (green), - other class (red)"]
+    def name(label) -> str:
+        return class_names[int(label)]
+
+    correct = (gallery.labels[nn_idx] == queries.labels[chosen].view(-1, 1)).numpy()  # [Q, k]
+    init = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else "random init"
+    fig = visualize.retrieval_figure(
+        [strip(queries.paths[i]) for i in chosen],
+        [[strip(gallery.paths[j]) for j in row.tolist()] for row in nn_idx], correct,
+        [name(queries.labels[i]) for i in chosen],
+        [[name(gallery.labels[j]) for j in row.tolist()] for row in nn_idx],
+        title=f"nearest-neighbour retrieval, {init}: test queries (left) and their {k} nearest "
+              "train videos, nearest first")
+    path = visualize.save_figure(fig, ctx.run_dir / "retrieval_grid.png", ctx.tb.writer,
+                                 "retrieval/grid")
+    lines = ["# row: query -> nearest gallery videos, most similar first; "
+             "+ same class (tick, solid frame), - other class (cross, dashed frame)"]
     for row, (qi, nbrs) in enumerate(zip(chosen, nn_idx.tolist())):
         cells = [f"{'+' if gallery.labels[j] == queries.labels[qi] else '-'}"
-                 f"{class_names[int(gallery.labels[j])]} ({Path(gallery.paths[j]).name})"
-                 for j in nbrs]
-        query = f"{class_names[int(queries.labels[qi])]} ({Path(queries.paths[qi]).name})"
+                 f"{name(gallery.labels[j])} ({Path(gallery.paths[j]).name})" for j in nbrs]
+        query = f"{name(queries.labels[qi])} ({Path(queries.paths[qi]).name})"
         lines.append(f"{row}: {query} -> " + ", ".join(cells))
     (ctx.run_dir / "retrieval_grid.txt").write_text("\n".join(lines) + "\n")
-    if ctx.tb.writer is not None:
-        ctx.tb.writer.add_image("retrieval/grid", image, 0)
-    ctx.logger.info(f"retrieval picture grid ({len(chosen)} queries x top-{k}; green frame = same "
-                    f"class, red = other class) -> {path}")
+    ctx.logger.info(f"retrieval picture grid ({len(chosen)} queries x top-{k} filmstrips; tick + "
+                    f"solid frame = same class, cross + dashed = other class) -> {path}")
     return path

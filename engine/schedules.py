@@ -2,8 +2,11 @@
 
 The release's pretraining schedule (TCLR_SPEC section 6): the first epochs use lr times
 warm-up factors [0.01, 0.05, 0.1, 0.5, 1.0]; after that, whenever the epoch's mean training loss has
-not improved for ``patience`` epochs, the lr is divided by 10. The same plateau rule (patience 3)
-drives the linear/finetuning classifiers (section 7).
+not improved for ``patience`` epochs, the lr is divided by 10.
+
+The release's classifier rule (linear_eval/train.py, TCLR_SPEC section 7) is a different one:
+see classifier_update. The consecutive pretraining rule stays available for the classifiers as
+``--lr-rule consecutive``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,50 @@ def plateau_update(state: PlateauState, epoch_loss: float, *, patience: int, fac
         new.scale *= factor
         new.epochs_since_best = 0
     return new
+
+
+CLASSIFIER_LR_RULES = ("release", "consecutive")
+
+
+def classifier_update(state: PlateauState, epoch_loss: float, trained_lr: float, *, base_lr: float,
+                      patience: int, factor: float, min_lr: float,
+                      rule: str = "release") -> tuple[PlateauState, bool]:
+    """The classifiers' lr rule after one epoch: the new state and whether training stops.
+
+    rule="release" (linear_eval/train.py): a counter grows by 1 after every epoch whose loss is
+    above the best so far (an equal loss counts as an improvement and becomes the best); an
+    improvement does NOT reset it. When it reaches ``patience`` the lr is multiplied by ``factor``
+    and the counter restarts at 0. Training stops after the first epoch that was trained at an lr
+    below ``min_lr`` (so with 1e-2, factor 0.1 and min_lr 1e-5 one epoch runs at 1e-6).
+    rule="consecutive": plateau_update (``patience`` epochs in a row without a strictly lower
+    loss), and training stops before an lr below ``min_lr`` would be used.
+
+    Args:
+        state: the state before this epoch's loss is known (not modified).
+        epoch_loss: mean training loss of the epoch that just finished.
+        trained_lr: the lr that epoch ran at.
+        base_lr: the configured lr (the next lr is base_lr * new state.scale).
+        patience, factor, min_lr: as above (3, 0.1, 1e-5 in the release).
+        rule: "release" or "consecutive".
+    Returns:
+        (new state, stop after this epoch).
+    """
+    if rule not in CLASSIFIER_LR_RULES:
+        raise ValueError(f"lr rule must be one of {CLASSIFIER_LR_RULES}, got {rule!r}")
+    below = min_lr * (1 - 1e-9)  # 1e-2 * 0.1**3 = 1.0000000000000002e-05 is not below 1e-5
+    if rule == "consecutive":
+        new = plateau_update(state, epoch_loss, patience=patience, factor=factor)
+        return new, base_lr * new.scale < below
+    new = PlateauState(state.scale, state.best_loss, state.epochs_since_best,
+                       state.history + [float(epoch_loss)])
+    if epoch_loss > new.best_loss:
+        new.epochs_since_best += 1
+    else:
+        new.best_loss = float(epoch_loss)
+    if new.epochs_since_best >= patience:
+        new.scale *= factor
+        new.epochs_since_best = 0
+    return new, trained_lr < below
 
 
 def release_lr(epoch: int, base_lr: float, warmup: Sequence[float], state: PlateauState) -> float:

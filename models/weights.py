@@ -102,6 +102,9 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
         CheckpointError: missing, truncated or corrupt file, or pickled objects without trust.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file (a run's "
+                              "checkpoints are files in its checkpoints/ folder, e.g. latest.pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:

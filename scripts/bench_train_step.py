@@ -372,7 +372,8 @@ def bench_e2e(args, runner: StepRunner, videos: list[tuple[str, int]], augment_o
                                   num_local=d.num_local, size=d.resolution, color=d.color,
                                   color_ops=d.color_ops, augment_on=augment_on, seed=cfg.seed)
     dist_info = DistInfo(rank=0, world_size=1, local_rank=0, device=args.device)
-    loader, sampler = make_loader(dataset, cfg, dist_info, train=True, collate_fn=collate_pretrain)
+    loader, sampler = make_loader(dataset, cfg, dist_info, train=True, collate_fn=collate_pretrain,
+                                  min_last_batch=2)
     sampler.set_epoch(0)
     wait = busy = 0.0
     samples = 0

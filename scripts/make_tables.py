@@ -39,7 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
-from engine.metrics import aggregate_results, format_mean_std, load_results  # noqa: E402
+from engine.metrics import (ResultsFileError, aggregate_results, format_mean_std,  # noqa: E402
+                            load_results)
 
 CLASSIFY_JOBS = ("linear", "finetune")
 JOB_NAMES = {"linear": "Linear", "finetune": "Finetune", "retrieval": "Retrieval"}
@@ -92,8 +93,8 @@ def find_results(paths: Iterable[str | os.PathLike]) -> tuple[list[dict], list[s
     for f in sorted(files.values()):
         try:
             data = load_results([f])[0]
-        except json.JSONDecodeError as exc:
-            raise ResultsError(f"{f} is not valid JSON: {exc}") from None
+        except ResultsFileError as exc:
+            raise ResultsError(str(exc)) from None
         if data.get("job") not in (*CLASSIFY_JOBS, "retrieval"):
             warnings.append(f"{f}: no known 'job' field (linear, finetune, retrieval); left out")
             continue

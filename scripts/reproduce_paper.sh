@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's main experiment end to end: TCLR pretraining on UCF101 split 1 (TCLR_SPEC section 6),
 # then the UCF101 and HMDB51 evaluation suites (linear probe, finetuning, retrieval; splits 1-3)
-# on the final checkpoint, then the Markdown tables beside the published figures.
+# on the lowest-training-loss checkpoint (best.pth: the release evaluates its model_best_e*_loss_*
+# checkpoint), then the Markdown tables beside the published figures.
 #
 #   scripts/reproduce_paper.sh [options] [PRETRAINING FLAGS...]
 #
@@ -18,7 +19,8 @@
 #                        OUT_DIR=DIR/pretrain sbatch scripts/slurm_pretrain.sh ..., then run
 #                        this with --skip-pretrain
 #   --checkpoint-name F  the checkpoint evaluated, in DIR/pretrain/checkpoints/ (default
-#                        latest.pth = the final epoch; best.pth = lowest training loss)
+#                        best.pth = lowest epoch training loss, as the release; latest.pth = the
+#                        final epoch)
 #   --skip-pretrain      evaluate an existing DIR/pretrain (default: pretrain, resuming if stopped)
 #   --baseline           also evaluate a randomly initialised backbone (DIR/eval_*_random/)
 #   --splits, --seeds, --protocols   passed to both evaluation suites (scripts/eval_suite.sh)
@@ -34,7 +36,7 @@ usage() {
 
 parse_args() {
     PRESET=ucf101_r3d18 UCF_ROOT=data/ucf101 HMDB_ROOT=data/hmdb51 PRETRAIN_ROOT="" OUT=""
-    GPUS=${TCLR_GPUS:-1} CKPT_NAME=latest.pth SKIP_PRETRAIN=0 BASELINE=0 EVAL_ARGS=""
+    GPUS=${TCLR_GPUS:-1} CKPT_NAME=best.pth SKIP_PRETRAIN=0 BASELINE=0 EVAL_ARGS=""
     SUITE_OPTS=() PRETRAIN_EXTRA=()
     while (( $# )); do
         case $1 in

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.analysis import RESULTS_FILE as DIVERSITY_FILE  # noqa: E402
-from engine.metrics import aggregate_results, format_mean_std, load_results  # noqa: E402
+from engine.metrics import (ResultsFileError, aggregate_results, format_mean_std,  # noqa: E402
+                            load_results)
 
 COLUMNS = (("linear", "top1", "linear top-1 %"), ("finetune", "top1", "finetune top-1 %"),
            ("retrieval", "recall@1", "R@1 %"), ("retrieval", "recall@5", "R@5 %"),
@@ -64,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         label, sep, folder = spec.partition("=")
         if not sep or not Path(folder).is_dir():
             parser.error(f"expected LABEL=DIR with an existing folder, got {spec!r}")
-        rows.append((label, row(Path(folder))))
+        try:
+            rows.append((label, row(Path(folder))))
+        except ResultsFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     titles = [t for _j, _k, t in COLUMNS if any(t in cells for _l, cells in rows)]
     print("| init | " + " | ".join(titles) + " |")
     print("| --- | " + " | ".join("---:" for _ in titles) + " |")

@@ -14,8 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8))
 
 
-def build_ucf(root, entries, files):
-    """entries: (class, file name) in the train list; files: {(class, name): writer(path)}."""
+def build_ucf(root, entries, files, test_entries=()):
+    """entries: (class, file name) in the train list; test_entries: those of the test list;
+    files: {(class, name): writer(path)}."""
     classes = sorted({cls for cls, _ in entries})
     os.makedirs(os.path.join(root, "ucfTrainTestlist"))
     with open(os.path.join(root, "ucfTrainTestlist", "classInd.txt"), "w") as handle:
@@ -23,7 +24,7 @@ def build_ucf(root, entries, files):
     with open(os.path.join(root, "ucfTrainTestlist", "trainlist01.txt"), "w") as handle:
         handle.writelines(f"{c}/{n} {classes.index(c) + 1}\n" for c, n in entries)
     with open(os.path.join(root, "ucfTrainTestlist", "testlist01.txt"), "w") as handle:
-        handle.writelines(f"{c}/{n}\n" for c, n in entries[:1])
+        handle.writelines(f"{c}/{n}\n" for c, n in test_entries)
     for (cls, name), writer in files.items():
         os.makedirs(os.path.join(root, "UCF-101", cls), exist_ok=True)
         writer(os.path.join(root, "UCF-101", cls, name))
@@ -50,7 +51,7 @@ def planted(tmp_path_factory):
 def test_planted_faults_are_reported(planted, capsys, tmp_path):
     report = tmp_path / "report.json"
     status = check.main(["--dataset", "ucf101", "--root", planted, "--split", "1", "--workers", "2",
-                         "--no-progress", "--json", str(report)])
+                         "--subset", "train", "--no-progress", "--json", str(report)])
     out = capsys.readouterr().out
     assert status == 1 and "FAILED: 4 listed videos are missing or unreadable" in out
     summary = json.loads(report.read_text())
@@ -69,15 +70,17 @@ def test_planted_faults_are_reported(planted, capsys, tmp_path):
 
 def test_clean_dataset_exits_zero_via_module(tmp_path):
     files = {("A", "v1.avi"): lambda p: make_video(p, 60, fourcc="MJPG"),
-             ("B", "v2.avi"): lambda p: make_video(p, 30, fourcc="MJPG")}
-    root = build_ucf(tmp_path / "ucf", list(files), files)
+             ("B", "v2.avi"): lambda p: make_video(p, 30, fourcc="MJPG"),
+             ("A", "t1.avi"): lambda p: make_video(p, 20, fourcc="MJPG")}
+    root = build_ucf(tmp_path / "ucf", list(files)[:2], files, test_entries=[("A", "t1.avi")])
     result = subprocess.run([sys.executable, "-m", "dataloaders.check", "--dataset", "ucf101",
                              "--root", root, "--subset", "all", "--workers", "1", "--no-progress"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    # train lists both videos, test lists v1 again: "all" scans each file once
-    assert "listed videos: 2" in result.stdout
+    # "all": the train list judged against TCLR sampling, the test list against evaluation clips
+    assert "listed videos: 2" in result.stdout and "listed videos: 1" in result.stdout
     assert "too short for TCLR sampling (< 57 frames): 1" in result.stdout
+    assert "too short for evaluation clips (< 17 frames): 0" in result.stdout
 
 
 def test_broken_layout_exits_two(tmp_path, capsys):

@@ -209,6 +209,20 @@ def test_multiclip_dataset_decodes_once_and_raises_on_bad_videos(vids, monkeypat
         ds[1]
 
 
+def test_multiclip_starts_and_mask_of_a_very_short_video(tmp_path):
+    """24 frames, 10 clips: starts 0..9 (start_i = i, the release); clips 8 and 9 have 8 real
+    frames, too few to pad: masked out (copies of clip 0), the video is scored on clips 0..7."""
+    path = make_video(str(tmp_path / "v24.avi"), 24, fourcc="MJPG")
+    item = MultiClipDataset([(path, 1)], num_clips=10, size=S)[0]
+    assert item["clip_mask"].tolist() == [True] * 8 + [False] * 2
+    assert torch.equal(item["clips"][8], item["clips"][0])
+    assert not torch.equal(item["clips"][7], item["clips"][0])  # start 7, not 0
+    batch = collate_multiclip([item, item])
+    assert batch["clip_mask"].shape == (2, 10) and not batch["clip_mask"][:, 8:].any()
+    longer = make_video(str(tmp_path / "v50.avi"), 50, fourcc="MJPG")
+    assert MultiClipDataset([(longer, 0)], num_clips=10, size=S)[0]["clip_mask"].all()
+
+
 def test_constructor_checks(vids):
     with pytest.raises(DatasetError, match="empty"):
         TCLRPretrainDataset([])

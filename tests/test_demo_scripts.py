@@ -25,7 +25,9 @@ def load_script(name: str):
 
 def dry_run(script: str, *args: str, cwd: Path) -> str:
     proc = subprocess.run(["bash", str(ROOT / "scripts" / script), "--dry-run", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=60)
+                          cwd=cwd, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": os.pathsep.join(
+                              [str(Path(sys.executable).parent), os.environ.get("PATH", "")])})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

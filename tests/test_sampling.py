@@ -128,15 +128,38 @@ def test_random_clip_indices_pads_short_videos():
         random_clip_indices(16, np.random.default_rng(0))  # 8 of 16 frames
 
 
-@pytest.mark.parametrize("frames, clips", [(175, 10), (300, 10), (42, 10), (30, 10), (100, 9), (60, 1)])
-def test_eval_clip_starts(frames, clips):
-    expected = [max(0, int(x)) for x in np.linspace(0, frames - 2 * 16 - 10, clips)]
+# start_i = int(linspace(0, N - 42, C)[i]), and i where that is negative (the release), by hand:
+# N = 175: step 133 / 9 = 14.78; N = 50: step 8 / 9 = 0.89; N = 40: 0, -0.22, ..., -0.89 (int 0),
+# -1.11 ... -1.78 (int -1 -> 5..8), -2 (-> 9); N = 30: int 0, -1, -2, -4, ..., -12, all but the
+# first negative -> i; N = 35, C = 9: 0, -0.875 (int 0), -1.75 (int -1 -> 2), ... -> i.
+EVAL_STARTS = [
+    (175, 10, [0, 14, 29, 44, 59, 73, 88, 103, 118, 133]),
+    (50, 10, [0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+    (42, 10, [0] * 10),
+    (40, 10, [0, 0, 0, 0, 0, 5, 6, 7, 8, 9]),
+    (30, 10, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    (35, 9, [0, 0, 2, 3, 4, 5, 6, 7, 8]),
+    (100, 9, [0, 7, 14, 21, 29, 36, 43, 50, 58]),                   # step 58 / 8 = 7.25
+    (30, 1, [0]),
+]
+
+
+@pytest.mark.parametrize("frames, clips, expected", EVAL_STARTS)
+def test_eval_clip_starts(frames, clips, expected):
     out = eval_clip_starts(frames, clips)
     assert out.dtype == np.int64 and out.tolist() == expected
 
 
 def test_eval_clip_indices_shape_and_padding():
-    out = eval_clip_indices(175)
-    assert out.shape == (10, 16) and out.max() < 175
-    short = eval_clip_indices(24)  # every start 0, 12 of 16 frames real
-    assert short.shape == (10, 16) and short.max() < 24
+    out, valid = eval_clip_indices(175)
+    assert out.shape == (10, 16) and out.max() < 175 and valid.all()
+    # 24 frames: starts 0..9 (start_i = i); clip i has ceil((24 - i) / 2) real frames: 12, 12, 11,
+    # 11, 10, 10, 9, 9, 8, 8. Padding needs 9, so clips 8 and 9 fail as in the release (the video
+    # is scored on clips 0..7); they carry a copy of clip 0.
+    short, valid = eval_clip_indices(24)
+    assert valid.tolist() == [True] * 8 + [False] * 2
+    clip0 = list(range(0, 24, 2)) + [20, 18, 16, 14]
+    assert short[0].tolist() == clip0 and short[8].tolist() == clip0 and short[9].tolist() == clip0
+    assert short[7].tolist() == list(range(7, 24, 2)) + [21, 19, 17, 15, 13, 11, 9]
+    with pytest.raises(VideoTooShortError):
+        eval_clip_indices(16)  # clip 0 has 8 real frames: no clip can be padded

@@ -46,9 +46,12 @@ RETRIEVAL_TINY = ["--num-clips", "2", "--num-grid-queries", "0", "--embedding-po
 
 def run_script(name: str, *args: str, cwd: Path, env: dict | None = None,
                check: bool = True) -> subprocess.CompletedProcess:
-    """Run scripts/NAME with bash from ``cwd``; returns the finished process."""
+    """Run scripts/NAME with bash from ``cwd``; returns the finished process. The scripts'
+    `python` is this interpreter (its folder first on PATH, as in an activated environment)."""
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     proc = subprocess.run(["bash", str(SCRIPTS / name), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
+                          text=True, timeout=120, env=env)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -278,7 +281,7 @@ def test_reproduce_paper_dry_run(tmp_path):
                       cwd=tmp_path)
     cmds = commands(proc.stdout)
     out = "runs/reproduce_ucf101_r3d18"
-    ckpt = f"{out}/pretrain/checkpoints/latest.pth"
+    ckpt = f"{out}/pretrain/checkpoints/best.pth"  # the release evaluates its best-loss model
     pre = cmds[0]
     assert pre.startswith("torchrun --standalone --nproc_per_node 2 ")
     assert "train_pretrain.py --preset ucf101_r3d18 --data-root /d/ucf --split 1" in pre

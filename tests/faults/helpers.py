@@ -215,6 +215,37 @@ def pretrain_args(data_root: Path, out: Path, *extra: str) -> list[str]:
                      "--max-steps-per-epoch", "0", *extra)
 
 
+def eval_args(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """A one-step linear/finetune/retrieval run on tiny_ucf, model as in the base_run fixture."""
+    return ["--dataset", "ucf101", "--data-root", str(data_root), "--out-dir", str(out),
+            "--backbone", "r3d18", "--width", "8", "--resolution", "16", "--batch-size", "4",
+            "--num-workers", "0", "--device", "cpu", "--progress", "false", *extra]
+
+
+def quick_eval_args(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """eval_args cut to the fewest clips and steps: one epoch of one step, one clip per video."""
+    return eval_args(data_root, out, "--epochs", "1", "--max-steps-per-epoch", "1",
+                     "--num-test-clips", "1", "--select", "last", *extra)
+
+
+def retrieval_args(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """eval_args for nn_retrieval.py with one clip per video and no picture grid."""
+    return eval_args(data_root, out, "--num-clips", "1", "--num-grid-queries", "0",
+                     "--embedding-points", "0", *extra)
+
+
+def folder_state(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``folder`` ("<dir>" for each folder): equal
+    before and after a command means the command changed nothing there."""
+    import hashlib
+    state = {}
+    for path in sorted(Path(folder).rglob("*")):
+        rel = str(path.relative_to(folder))
+        state[rel] = ("<dir>" if path.is_dir()
+                      else hashlib.sha256(path.read_bytes()).hexdigest())
+    return state
+
+
 def jsonl(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -141,7 +141,7 @@ def test_more_bad_videos_in_a_row_than_retries(tiny_ucf, tmp_path):
 def test_preflight_check_lists_every_planted_fault(planted, locked, tmp_path, capsys):
     report = tmp_path / "report.json"
     status = check.main(["--dataset", "ucf101", "--root", str(planted["root"]), "--workers", "1",
-                         "--no-progress", "--json", str(report)])
+                         "--subset", "train", "--no-progress", "--json", str(report)])
     out = capsys.readouterr().out
     assert status == 1 and "FAILED: 4 listed videos are missing or unreadable" in out
     summary = json.loads(report.read_text())

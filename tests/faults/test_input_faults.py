@@ -16,14 +16,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from .helpers import assert_clean_error, copy_run, latest, pretrain_args, run_script
-
-
-def eval_args(data_root: Path, out: Path, *extra: str) -> list[str]:
-    """A one-step linear/finetune/retrieval run on tiny_ucf, model as in the base_run fixture."""
-    return ["--dataset", "ucf101", "--data-root", str(data_root), "--out-dir", str(out),
-            "--backbone", "r3d18", "--width", "8", "--resolution", "16", "--batch-size", "4",
-            "--num-workers", "0", "--device", "cpu", "--progress", "false", *extra]
+from .helpers import (assert_clean_error, copy_run, eval_args, latest, pretrain_args,
+                      run_script)
 
 
 # --------------------------------------------------------------------------------------------
