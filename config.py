@@ -80,6 +80,10 @@ class DataConfig:
     synthetic_frames: int = F(150, "synthetic dataset: frames per video")
     synthetic_width: int = F(320, "synthetic dataset: frame width in pixels")
     synthetic_height: int = F(240, "synthetic dataset: frame height in pixels")
+    synthetic_design: str = F("varied", "synthetic dataset: 'varied' (appearance varies within every "
+                                        "class) or 'trajectory' (one look for every video; classes "
+                                        "differ only in a square's path)",
+                              choices=("varied", "trajectory"))
 
 
 @dataclass
@@ -245,6 +249,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
         "synthetic_classes": 6, "synthetic_videos_per_class": 30, "synthetic_frames": 96,
         "synthetic_width": 64, "synthetic_height": 48,
+    },
+    # The learning demo (scripts/learning_demo.sh): a width-8 R3D-18 at 24 px (about 2 s per step
+    # of 20 videos on one core) on the "trajectory" design, enough videos for 324 test queries
+    # (README "Demo and mini ablation").
+    "learning": {
+        "dataset": "synthetic", "data_root": "data/synthetic_trajectory", "backbone": "r3d18",
+        "width": 8, "resolution": 24, "num_workers": 2, "amp": "off", "batch_size": 20,
+        "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
+        "synthetic_design": "trajectory", "synthetic_classes": 6, "synthetic_videos_per_class": 180,
+        "synthetic_frames": 96, "synthetic_width": 64, "synthetic_height": 48,
     },
 }
 # The linear probe of the CPU demos (demo.sh, mini_ablation.sh): the last epoch, no held-out videos,
@@ -434,19 +448,127 @@ def apply_preset(cfg: Any, name: str) -> None:
 # Command line
 # --------------------------------------------------------------------------------------------
 
-def build_parser(job: str, description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per leaf field of the job's config (values stay strings)."""
+# --help: what a preset is for (PRESETS holds its values).
+PRESET_HELP: dict[str, str] = {
+    "ucf101_r3d18": "the paper's UCF101 setting (split 1, 112 px, full width) with R3D-18",
+    "ucf101_r2plus1d18": "the paper's UCF101 setting with R(2+1)D-18",
+    "ucf101_c3d": "the paper's UCF101 setting with C3D",
+    "k400_r3d18": "Kinetics-400 pretraining with R3D-18 (112 px, full width)",
+    "k400_r2plus1d18": "Kinetics-400 pretraining with R(2+1)D-18",
+    "demo": "CPU-sized: a narrow R3D-18 (width 16, 32 px) on small generated synthetic videos "
+            "(6 classes x 30 videos; scripts/demo.sh)",
+}
+
+# --help sections, in order; a field's section is looked up in _SECTION_OF, else DataConfig's
+# fields are "data" and the rest "runtime".
+HELP_SECTIONS: dict[str, str] = {
+    "data": "which videos, and how clips are cut from them",
+    "model": "the network and the weights it starts from",
+    "optimisation": "optimiser, schedule, batch and length of training",
+    "loss": "the TCLR objective (TCLR_SPEC sections 3-5)",
+    "evaluation": "evaluation protocol, model selection and pictures",
+    "runtime": "run folder, device, precision, logging, checkpoints",
+}
+_SECTION_OF: dict[str, str] = {
+    **{name: "model" for name in ("backbone", "width", "proj_dim", "fused_forward", "checkpoint",
+                                  "trust_checkpoint", "bn_mode", "dropout")},
+    **{name: "optimisation" for name in ("epochs", "batch_size", "lr", "weight_decay", "schedule",
+                                         "warmup_factors", "plateau_patience", "plateau_factor",
+                                         "min_lr", "lr_rule", "max_steps_per_epoch", "drop_last")},
+    **{name: "loss" for name in ("temperature", "w_ic_global", "w_ic_local", "w_local_local",
+                                 "w_global_local")},
+    **{name: "evaluation" for name in ("num_test_clips", "val_fraction", "select",
+                                       "label_fraction", "eval_every_epochs", "val_clips",
+                                       "eval_batch_size", "num_clips", "ks", "cache_dir",
+                                       "num_grid_queries", "grid_topk", "embedding_points")},
+}
+# Fields a job carries (the shared DataConfig/RunConfig) but does not use: still accepted (a preset
+# or a config file written by another job may set them), left out of that job's --help. The
+# synthetic generator's sizes are listed under pretraining, the job that normally generates the
+# data; the other jobs accept them too (--help-all shows every accepted flag).
+_SYNTHETIC = ("synthetic_classes", "synthetic_videos_per_class", "synthetic_frames",
+              "synthetic_width", "synthetic_height")
+_NOT_USED_BY: dict[str, tuple[str, ...]] = {
+    "pretrain": (),
+    "linear": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
+    "finetune": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
+    "retrieval": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
+                  "max_steps_per_epoch", "max_bad_fraction", "drop_last") + _SYNTHETIC,
+}
+
+
+def help_section(name: str, job: str = "") -> str:
+    """The --help section of a leaf field name (one of HELP_SECTIONS)."""
+    if job == "retrieval" and name == "batch_size":
+        return "evaluation"          # retrieval trains nothing: its batch is feature extraction
+    if name in _SECTION_OF:
+        return _SECTION_OF[name]
+    return "data" if name in {f.name for f in dataclasses.fields(DataConfig)} else "runtime"
+
+
+def job_flags(job: str) -> list[str]:
+    """The leaf fields a job's --help shows: settable (not derived) and used by the job."""
+    return [name for name, (_p, f, _t) in leaf_fields(JOBS[job]).items()
+            if not f.metadata.get("derived") and name != "preset"
+            and name not in _NOT_USED_BY.get(job, ())]
+
+
+def _presets_epilog(job: str) -> str:
+    import textwrap
+    shown = set(job_flags(job))
+    lines = ["presets (--preset NAME; a config file and flags override its values):"]
+    for name in sorted(PRESETS):
+        values = ", ".join(f"{k}={v}" for k, v in PRESETS[name].items() if k in shown)
+        lines.append(f"  {name:18s} " + "\n  ".join(textwrap.wrap(
+            PRESET_HELP.get(name, ""), 78, subsequent_indent=" " * 19)))
+        lines.append("\n".join(textwrap.wrap(f"[{values}]", 78, initial_indent=" " * 21,
+                                             subsequent_indent=" " * 22)))
+    lines.append("\nvalues resolve as: defaults < preset < config file < flags; --print-config "
+                 "shows each value\nand where it came from")
+    return "\n".join(lines)
+
+
+class _HelpAll(argparse.Action):
+    """--help-all: the help with every accepted flag, also those the job does not use."""
+
+    def __init__(self, option_strings, dest, job: str, description: str | None, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.job, self.description = job, description
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        build_parser(self.job, self.description, show_all=True).print_help()
+        parser.exit()
+
+
+def build_parser(job: str, description: str | None = None,
+                 show_all: bool = False) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per leaf field of the job's config (values stay strings).
+
+    The help lists the flags by section (HELP_SECTIONS) and only those the job uses; the others
+    are accepted silently (``show_all`` lists them too, as ``--help-all`` does). The presets are
+    listed with what they are for and their values.
+    """
     cls = JOBS[job]
     parser = argparse.ArgumentParser(
-        description=description or cls.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+        description=description or cls.__doc__, epilog=_presets_epilog(job),
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", help="YAML or JSON config file")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config and exit")
+                        help="print the resolved config, each value with its source, and exit")
+    parser.add_argument("--help-all", action=_HelpAll, job=job, description=description,
+                        help="show every accepted flag, also those this job does not use")
+    parser.add_argument("--preset", default=argparse.SUPPRESS,
+                        help=f"named preset: {', '.join(sorted(PRESETS))} (listed below)")
     defaults = cls()
-    for name, (path, f, tp) in leaf_fields(cls).items():
-        if f.metadata.get("derived") or name == "preset":
-            continue
+    shown = set(job_flags(job))
+    flags = [(name, path, f, tp) for name, (path, f, tp) in leaf_fields(cls).items()
+             if not f.metadata.get("derived") and name != "preset"]
+    sections = {help_section(name, job) for name, *_ in flags if show_all or name in shown}
+    # argparse prints groups in creation order: create the job's non-empty sections first, in the
+    # HELP_SECTIONS order; a group of only unused flags is created after them and prints nothing
+    groups = {name: parser.add_argument_group(name, text) for name, text in HELP_SECTIONS.items()
+              if name in sections}
+    for name, path, f, tp in flags:
         choices = f.metadata.get("choices")
         help_text = f.metadata.get("help", "")
         if choices:
@@ -454,10 +576,15 @@ def build_parser(job: str, description: str | None = None) -> argparse.ArgumentP
         default = _get(defaults, path)
         if isinstance(default, tuple):
             default = ",".join(str(v) for v in default)
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, metavar=tp.__name__.upper(),
-                            default=argparse.SUPPRESS, help=f"{help_text} (default: {default!r})")
-    parser.add_argument("--preset", default=argparse.SUPPRESS,
-                        help=f"named preset: {', '.join(sorted(PRESETS))}")
+        visible = show_all or name in shown
+        section = help_section(name, job)
+        if section not in groups:
+            groups[section] = parser.add_argument_group()
+        groups[section].add_argument(
+            "--" + name.replace("_", "-"), dest=name,
+            metavar="LIST" if tp is tuple else tp.__name__.upper(),
+            default=argparse.SUPPRESS,
+            help=f"{help_text} (default: {default!r})" if visible else argparse.SUPPRESS)
     return parser
 
 
@@ -681,17 +808,58 @@ def _strip_derived(cfg: Any, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def describe(cfg: Any) -> str:
-    """Human-readable multi-line dump of the resolved config (for banners)."""
+def describe(cfg: Any, sources: dict[str, str] | None = None) -> str:
+    """Human-readable multi-line dump of the resolved config (for banners).
+
+    Args:
+        cfg: a job config.
+        sources: leaf name -> where its value came from (:func:`value_sources`), printed beside
+            each value when given.
+    """
     lines = []
     for name, (path, _f, _tp) in leaf_fields(type(cfg)).items():
-        lines.append(f"  {name:28s} {_get(cfg, path)!r}")
+        value = f"{_get(cfg, path)!r}"
+        if sources is not None:
+            value = f"{value:32s} # {sources.get(name, 'default')}"
+        lines.append(f"  {name:28s} {value}")
     return "\n".join(lines)
+
+
+def value_sources(job: str, args: argparse.Namespace) -> dict[str, str]:
+    """Where each leaf value of a parsed command line came from (for ``--print-config``).
+
+    Args:
+        job: the job name (a JOBS key).
+        args: the namespace :func:`parse_config` returned.
+    Returns:
+        leaf name -> "default", "preset NAME", "file PATH", "flag --name" or "derived" (the last
+        source in the order defaults < preset < config file < command line).
+    """
+    leaves = leaf_fields(JOBS[job])
+    sources = {name: "derived" if f.metadata.get("derived") else "default"
+               for name, (_p, f, _t) in leaves.items()}
+    file_values = load_config_file(args.config) if getattr(args, "config", None) else {}
+    preset = getattr(args, "preset", None) or file_values.get("preset") or ""
+    if preset:
+        for key in PRESETS.get(preset, {}):
+            if key in leaves and sources[key] != "derived":
+                sources[key] = f"preset {preset}"
+        sources["preset"] = ("flag --preset" if getattr(args, "preset", None)
+                             else f"file {args.config}")
+    for key in _flatten_mapping(file_values, "config file"):
+        norm = key.replace("-", "_")
+        if norm in leaves and norm != "preset":
+            sources[norm] = f"file {args.config}"
+    for key in vars(args):
+        if key in leaves and key != "preset":
+            sources[key] = "flag --" + key.replace("_", "-")
+    return sources
 
 
 __all__ = [
     "ConfigError", "DataConfig", "RunConfig", "PretrainConfig", "ClassifyConfig", "LinearConfig",
     "FinetuneConfig", "RetrievalConfig", "JOBS", "PRESETS", "parse_config", "finalize",
     "apply_overrides", "apply_preset", "load_config_file", "save_config", "to_dict", "from_dict",
-    "loss_weights", "leaf_fields", "describe", "build_parser",
+    "loss_weights", "leaf_fields", "describe", "build_parser", "value_sources", "job_flags",
+    "help_section", "HELP_SECTIONS", "PRESET_HELP",
 ]

@@ -25,8 +25,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from dataloaders.sampling import min_tclr_frames
-from dataloaders.datasets import min_eval_frames
+from dataloaders.sampling import min_eval_frames, min_tclr_frames
 from dataloaders.splits import DATASETS, DatasetError, build_video_list, check_split_lists
 from dataloaders.video import VideoDecodeError, count_frames, probe_video
 

@@ -19,7 +19,7 @@ and the reason.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -29,12 +29,11 @@ from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 from dataloaders.augment import (AugmentParams, apply_clip_augmentation, apply_eval_transform,
                                  augment_pretrain_clips, formula_channels, sample_strong_params,
                                  sample_weak_params)
-from dataloaders.sampling import (CLIP_MIN_VALID, clip_indices, eval_clip_starts, min_tclr_frames,
-                                  mirror_pad, pad_eval_clips, pad_tclr_indices, sample_clip_start,
-                                  sample_tclr_start, scaled_min_valid, tclr_frame_indices)
+from dataloaders.sampling import (ClipSampler, EvalClipSampler, RandomClipSampler, TCLRSampler,
+                                  min_eval_frames)
 from dataloaders.splits import DatasetError
-from dataloaders.video import (DecodedFrames, VideoDecodeError, VideoReader, VideoTooShortError,
-                               count_frames)
+from dataloaders.video import DecodedFrames, VideoDecodeError, VideoReader, count_frames
+from losses.tclr import NUM_VIEWS
 
 AUGMENT_PLACES = ("cpu", "device")
 _SEED_MASK = (1 << 63) - 1
@@ -95,9 +94,8 @@ def _generators(seed: int, attempt: int) -> tuple[np.random.Generator, torch.Gen
     return np.random.default_rng(int(seeds[0])), torch_gen
 
 
-def _decode_clips(reader: VideoReader, rng: np.random.Generator,
-                  draw: Callable[[int, np.random.Generator], np.ndarray],
-                  pad: Callable[[np.ndarray, int], np.ndarray]) -> tuple[DecodedFrames, np.ndarray]:
+def _decode_clips(reader: VideoReader, rng: np.random.Generator | None, sampler: ClipSampler
+                  ) -> tuple[DecodedFrames, np.ndarray, np.ndarray]:
     """Draws clip indices for the header's frame count, decodes them once, pads at the real end.
 
     When the video proves shorter than its header claims, the indices are drawn again for the real
@@ -105,39 +103,28 @@ def _decode_clips(reader: VideoReader, rng: np.random.Generator,
     already learnt that length) and decoded again. The frame count is not trusted beforehand.
 
     Args:
-        draw: (frame count, rng) -> unpadded indices (any shape).
-        pad: (indices, real frame count) -> padded indices (raises VideoTooShortError).
+        sampler: draws (sampler.draw) and pads (sampler.pad, may raise VideoTooShortError) the
+            indices of the clips, int64 [C, T].
     Returns:
-        (decoded frames, padded indices whose frames are all in decoded).
+        (decoded frames, padded indices [C, T] whose frames are all in decoded, valid bool [C]).
     """
     claimed = reader.info.frame_count
     if claimed <= 0:  # some containers do not record a count
         claimed = count_frames(reader.path)
-    indices = draw(claimed, rng)
+    indices = sampler.draw(claimed, rng)
     known = reader.known_real_frame_count
     decoded = None
     if known is None or indices.max() < known:
         decoded = reader.decode(indices)
-        if decoded.real_frame_count is None:
-            return decoded, indices
+        if decoded.real_frame_count is None:  # every index was decoded: nothing to pad
+            return decoded, indices, np.ones(len(indices), dtype=bool)
         known = decoded.real_frame_count
     if known < claimed:
-        indices = draw(known, rng)
-    indices = pad(indices, known)
+        indices = sampler.draw(known, rng)
+    indices, valid = sampler.pad(indices, known)
     if decoded is None or not np.isin(indices, decoded.indices).all():
         decoded = reader.decode(indices)
-    return decoded, indices
-
-
-def _pad_clips(indices: np.ndarray, frames: int, min_valid: int, stride: int) -> np.ndarray:
-    """Mirror-pads every clip (row) of indices [C, T] or [T]; a clear reason when too short."""
-    try:
-        return np.stack([mirror_pad(clip, frames, min_valid) for clip in np.atleast_2d(indices)]
-                        ).reshape(indices.shape)
-    except VideoTooShortError:
-        needed = stride * (max(min_valid, (indices.shape[-1] + 2) // 2) - 1) + 1
-        raise VideoTooShortError(None, f"too short for {indices.shape[-1]}-frame clips at stride "
-                                 f"{stride}: {frames} decodable frames, {needed} needed") from None
+    return decoded, indices, valid
 
 
 def _pool_tensor(decoded: DecodedFrames) -> torch.Tensor:
@@ -230,32 +217,14 @@ class TCLRPretrainDataset(_RetryingVideoDataset):
         super().__init__(videos, color, seed, max_retries, color_ops)
         if augment_on not in AUGMENT_PLACES:
             raise ValueError(f"augment_on must be one of {AUGMENT_PLACES}, got {augment_on!r}")
-        tclr_frame_indices(0, 0, clip_len, sparse_stride, num_local)  # validates the settings
-        self.clip_len, self.sparse_stride, self.num_local = clip_len, sparse_stride, num_local
+        self.sampler = TCLRSampler(clip_len, sparse_stride, num_local, min_sparse, min_dense)
         self.size, self.augment_on = size, augment_on
-        self.min_sparse, self.min_dense = min_sparse, min_dense
-        self.min_frames = min_tclr_frames(clip_len, sparse_stride, num_local, min_sparse, min_dense)
-        self.views = 2
-
-    def _draw(self, frames: int, rng: np.random.Generator) -> np.ndarray:
-        start = sample_tclr_start(frames, rng, self.clip_len, self.sparse_stride)
-        sparse, dense = tclr_frame_indices(frames, start, self.clip_len, self.sparse_stride,
-                                           self.num_local)
-        return np.concatenate([sparse[None], dense])                    # [1+K, T]
-
-    def _pad(self, indices: np.ndarray, frames: int) -> np.ndarray:
-        try:
-            sparse, dense = pad_tclr_indices(indices[0], indices[1:], frames, self.min_sparse,
-                                             self.min_dense)
-        except VideoTooShortError:
-            raise VideoTooShortError(None, f"too short for TCLR sampling: {frames} decodable frames, "
-                                     f"{self.min_frames} needed") from None
-        return np.concatenate([sparse[None], dense])                    # [1+K, T]
+        self.views = NUM_VIEWS
 
     def _build(self, index, rng, gen) -> dict:
         path = self.videos[index][0]
         with VideoReader(path, color=self.color) as reader:
-            decoded, indices = _decode_clips(reader, rng, self._draw, self._pad)
+            decoded, indices, _ = _decode_clips(reader, rng, self.sampler)
         pool = _pool_tensor(decoded)                                     # [F, 3, H, W]
         positions = _pool_positions(decoded, indices)                    # [1+K, T]
         clips, height, width = positions.shape[0], pool.shape[-2], pool.shape[-1]
@@ -286,23 +255,15 @@ class ClipDataset(_RetryingVideoDataset):
         super().__init__(videos, color, seed, max_retries, color_ops)
         if augment not in ("weak", "none"):
             raise ValueError(f"augment must be 'weak' or 'none', got {augment!r}")
-        self.clip_len, self.stride, self.size, self.augment, self.crop = (
-            clip_len, stride, size, augment, crop)
-        self.min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
-
-    def _draw(self, frames, rng):
-        return clip_indices(sample_clip_start(frames, rng, self.clip_len, self.stride),
-                            self.clip_len, self.stride)
-
-    def _pad(self, indices, frames):
-        return _pad_clips(indices, frames, self.min_valid, self.stride)
+        self.sampler = RandomClipSampler(clip_len, stride)
+        self.size, self.augment, self.crop = size, augment, crop
 
     def _build(self, index, rng, gen) -> dict:
         path, label = self.videos[index]
         with VideoReader(path, color=self.color) as reader:
-            decoded, indices = _decode_clips(reader, rng, self._draw, self._pad)
+            decoded, indices, _ = _decode_clips(reader, rng, self.sampler)
         pool = _pool_tensor(decoded)
-        positions = _pool_positions(decoded, indices)[None]              # [1, T]
+        positions = _pool_positions(decoded, indices)                    # [1, T]
         if self.augment == "none":
             clip = apply_eval_transform(pool[positions[0]], self.size, self.crop)
         else:
@@ -310,20 +271,6 @@ class ClipDataset(_RetryingVideoDataset):
             clip = apply_clip_augmentation(pool, params, self.size, self.color, positions,
                                            color_ops=self.color_ops)[0]
         return {"clip": clip, "label": int(label)}                      # clip [3, T, S, S]
-
-
-def min_eval_frames(clip_len: int = 16, stride: int = 2) -> int:
-    """The fewest frames a video needs for the evaluation clips of MultiClipDataset (and the
-    classifier's training clips, which pad the same way): 17 at 16 frames, stride 2."""
-    min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
-    indices = clip_indices(0, clip_len, stride)
-    for frames in range(1, clip_len * stride + 1):
-        try:
-            _pad_clips(indices, frames, min_valid, stride)
-            return frames
-        except VideoTooShortError:
-            continue
-    return clip_len * stride + 1
 
 
 def check_eval_lengths(videos: list, clip_len: int, stride: int, what: str) -> None:
@@ -370,35 +317,18 @@ class MultiClipDataset(Dataset):
         if not videos:
             raise DatasetError("the video list is empty: check the dataset root, split and subset")
         self.videos = list(videos)
-        self.num_clips, self.clip_len, self.stride = num_clips, clip_len, stride
+        self.sampler = EvalClipSampler(num_clips, clip_len, stride)
         self.size, self.color, self.crop, self.flip = size, color, crop, flip
-        self.min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
 
     def __len__(self) -> int:
         return len(self.videos)
 
-    def _draw(self, frames, rng=None):
-        starts = eval_clip_starts(frames, self.num_clips, self.clip_len, self.stride)
-        return np.stack([clip_indices(int(s), self.clip_len, self.stride) for s in starts])
-
     def __getitem__(self, index) -> dict:
         index = int(index[0] if isinstance(index, (tuple, list)) else index)
         path, label = self.videos[index]
-        mask = torch.ones(self.num_clips, dtype=torch.bool)
-
-        def pad(indices, frames):  # the last call is for the real frame count
-            try:
-                padded, valid = pad_eval_clips(indices, frames, self.min_valid)
-            except VideoTooShortError:
-                # clip 0 starts first: if it cannot be padded no clip can; this raises, with reason
-                _pad_clips(indices[:1], frames, self.min_valid, self.stride)
-                raise
-            mask.copy_(torch.from_numpy(valid))
-            return padded
-
         try:
             with VideoReader(path, color=self.color) as reader:
-                decoded, indices = _decode_clips(reader, None, self._draw, pad)
+                decoded, indices, valid = _decode_clips(reader, None, self.sampler)
         except VideoDecodeError as error:
             raise DatasetError(f"evaluation video {path} cannot be used: {error.reason}. Evaluation "
                                "never skips videos: repair or re-download it (python -m "
@@ -406,8 +336,8 @@ class MultiClipDataset(Dataset):
         pool = _pool_tensor(decoded)
         frames = pool[_pool_positions(decoded, indices)]                # [C, T, 3, H, W]
         clips = apply_eval_transform(frames, self.size, self.crop, self.flip)
-        return {"clips": clips, "clip_mask": mask, "label": int(label),   # [C, 3, T, S, S], [C]
-                "video_id": index}
+        return {"clips": clips, "clip_mask": torch.from_numpy(valid), "label": int(label),
+                "video_id": index}                       # clips [C, 3, T, S, S], mask [C]
 
 
 def _pad_frames(frames: list[torch.Tensor]) -> torch.Tensor:

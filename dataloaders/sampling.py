@@ -1,6 +1,10 @@
 """Frame-index samplers: TCLR pretraining clips, classifier training clips, evaluation clips.
 
-All functions return int64 numpy arrays of frame indices; they decode nothing. Spec sections 1 and 7:
+The datasets run three sampler objects (pytorchvideo's clip-sampler style): TCLRSampler,
+RandomClipSampler and EvalClipSampler. Each draws the unpadded indices of its clips for a frame
+count (draw), mirror-pads them at the video's real end (pad), and knows the fewest frames it needs
+(min_frames). The functions below them are the pieces they compose. Everything returns int64
+numpy arrays of frame indices; nothing here decodes. Spec sections 1 and 7:
 
 * TCLR: span = clip_len * sparse_stride frames (64). start ~ U{0 .. N - span - 1} when N > span,
   else 0. Global (sparse) clip: start + sparse_stride * i. Dense clip j: s_j + i with
@@ -82,15 +86,6 @@ def sample_tclr_start(num_video_frames: int, rng: np.random.Generator, clip_len:
     return 0
 
 
-def random_tclr_indices(num_video_frames: int, rng: np.random.Generator, clip_len: int = 16,
-                        sparse_stride: int = 4, num_local: int = 4
-                        ) -> tuple[int, np.ndarray, np.ndarray]:
-    """A random start and its unpadded indices: (start, sparse [L], dense [K, L])."""
-    start = sample_tclr_start(num_video_frames, rng, clip_len, sparse_stride)
-    sparse, dense = tclr_frame_indices(num_video_frames, start, clip_len, sparse_stride, num_local)
-    return start, sparse, dense
-
-
 def mirror_pad(indices, num_video_frames: int, min_valid: int) -> np.ndarray:
     """Completes a clip whose last indices are past the video's end by mirroring it backwards.
 
@@ -168,18 +163,6 @@ def sample_clip_start(num_video_frames: int, rng: np.random.Generator, clip_len:
     return 0
 
 
-def random_clip_indices(num_video_frames: int, rng: np.random.Generator, clip_len: int = 16,
-                        stride: int = 2, min_valid: int | None = None) -> np.ndarray:
-    """A random classifier-training clip, mirror-padded: int64 [clip_len] (spec section 7).
-
-    min_valid None = 9 of 16 scaled to clip_len.
-    """
-    start = sample_clip_start(num_video_frames, rng, clip_len, stride)
-    if min_valid is None:
-        min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
-    return mirror_pad(clip_indices(start, clip_len, stride), num_video_frames, min_valid)
-
-
 def eval_clip_starts(num_video_frames: int, num_clips: int = 10, clip_len: int = 16,
                      stride: int = 2, margin: int = EVAL_MARGIN) -> np.ndarray:
     """Evaluation starts, as the release (linear_eval/dl_linear.py, nn_retrieval/dl_ret.py):
@@ -227,12 +210,128 @@ def pad_eval_clips(indices: np.ndarray, num_video_frames: int, min_valid: int
     return np.stack(rows), np.array(valid)
 
 
-def eval_clip_indices(num_video_frames: int, num_clips: int = 10, clip_len: int = 16, stride: int = 2,
-                      min_valid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All evaluation clips of a video, mirror-padded: (int64 [C, clip_len], valid bool [C])
-    (min_valid as above; see pad_eval_clips)."""
-    starts = eval_clip_starts(num_video_frames, num_clips, clip_len, stride)
-    if min_valid is None:
-        min_valid = scaled_min_valid(clip_len, CLIP_MIN_VALID)
-    unpadded = np.stack([clip_indices(int(s), clip_len, stride) for s in starts])
-    return pad_eval_clips(unpadded, num_video_frames, min_valid)
+def min_eval_frames(clip_len: int = 16, stride: int = 2) -> int:
+    """The fewest frames a video needs for the evaluation clips (and the classifier's training
+    clips, which pad the same way): 17 at 16 frames, stride 2."""
+    return RandomClipSampler(clip_len, stride).min_frames
+
+
+class ClipSampler:
+    """What the datasets run: draw(frames, rng) -> unpadded int64 [C, T] for a frame count;
+    pad(indices, real frames) -> (padded int64 [C, T], valid bool [C]), raising
+    VideoTooShortError when the video cannot give a sample; min_frames, the fewest frames that can.
+    sampler(frames, rng) draws and pads at once."""
+
+    min_frames: int
+
+    def draw(self, frames: int, rng: np.random.Generator | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def pad(self, indices: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, frames: int, rng: np.random.Generator | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        return self.pad(self.draw(frames, rng), frames)
+
+
+class TCLRSampler(ClipSampler):
+    """One TCLR pretraining sample: the global clip (row 0) and the K dense clips (rows 1..K).
+
+    Args:
+        clip_len, sparse_stride, num_local: T, the global clip's stride, K.
+        min_sparse, min_dense: mirror-padding thresholds; None = 14 and 8 of 16, scaled.
+    Indices are int64 [1+K, T]. The datasets call draw and pad apart, to draw again when a video
+    proves shorter than its header (datasets._decode_clips).
+    """
+
+    def __init__(self, clip_len: int = 16, sparse_stride: int = 4, num_local: int = 4,
+                 min_sparse: int | None = None, min_dense: int | None = None):
+        _check_tclr_settings(clip_len, sparse_stride, num_local)
+        self.clip_len, self.sparse_stride, self.num_local = clip_len, sparse_stride, num_local
+        self.min_sparse, self.min_dense = min_sparse, min_dense
+        self.min_frames = min_tclr_frames(clip_len, sparse_stride, num_local, min_sparse, min_dense)
+
+    def draw(self, frames: int, rng: np.random.Generator) -> np.ndarray:
+        """Unpadded indices int64 [1+K, T] for a frame count (one draw from rng: the start)."""
+        start = sample_tclr_start(frames, rng, self.clip_len, self.sparse_stride)
+        sparse, dense = tclr_frame_indices(frames, start, self.clip_len, self.sparse_stride,
+                                           self.num_local)
+        return np.concatenate([sparse[None], dense])
+
+    def pad(self, indices: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(padded int64 [1+K, T], valid bool [1+K], all True) for the real frame count.
+
+        Raises:
+            VideoTooShortError: a clip may not be padded (names the frames needed).
+        """
+        try:
+            sparse, dense = pad_tclr_indices(indices[0], indices[1:], frames, self.min_sparse,
+                                             self.min_dense)
+        except VideoTooShortError:
+            raise VideoTooShortError(None, f"too short for TCLR sampling: {frames} decodable "
+                                     f"frames, {self.min_frames} needed") from None
+        return np.concatenate([sparse[None], dense]), np.ones(len(indices), dtype=bool)
+
+
+class RandomClipSampler(ClipSampler):
+    """Classifier training: one clip of clip_len frames at `stride` from a random start (spec 7).
+
+    Args:
+        min_valid: real frames needed before mirror padding; None = 9 of 16, scaled to clip_len.
+    Indices are int64 [1, T] (one clip).
+    """
+
+    def __init__(self, clip_len: int = 16, stride: int = 2, min_valid: int | None = None):
+        if clip_len < 1 or stride < 1:
+            raise ValueError(f"clip_len={clip_len}, stride={stride}: both must be >= 1")
+        self.clip_len, self.stride = clip_len, stride
+        self.min_valid = (scaled_min_valid(clip_len, CLIP_MIN_VALID) if min_valid is None
+                          else min_valid)
+        needed = max(self.min_valid, (clip_len + 2) // 2)  # real frames of a clip from frame 0
+        self.min_frames = stride * (needed - 1) + 1
+
+    def too_short(self, frames: int) -> VideoTooShortError:
+        """The error for a video whose clips cannot be padded."""
+        return VideoTooShortError(None, f"too short for {self.clip_len}-frame clips at stride "
+                                  f"{self.stride}: {frames} decodable frames, {self.min_frames} "
+                                  "needed")
+
+    def draw(self, frames: int, rng: np.random.Generator) -> np.ndarray:
+        """Unpadded indices int64 [1, T] (one draw from rng: the start)."""
+        start = sample_clip_start(frames, rng, self.clip_len, self.stride)
+        return clip_indices(start, self.clip_len, self.stride)[None]
+
+    def pad(self, indices: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(padded int64 [1, T], valid [True]); VideoTooShortError when it may not be padded."""
+        try:
+            return mirror_pad(indices[0], frames, self.min_valid)[None], np.ones(1, dtype=bool)
+        except VideoTooShortError:
+            raise self.too_short(frames) from None
+
+
+class EvalClipSampler(RandomClipSampler):
+    """Evaluation: num_clips clips at the release's evenly spaced starts (eval_clip_starts).
+
+    Draws nothing at random (rng is ignored). A clip too short to pad is marked invalid and holds a
+    copy of the first valid clip (pad_eval_clips); a video none of whose clips can be padded raises.
+    Indices are int64 [C, T].
+    """
+
+    def __init__(self, num_clips: int = 10, clip_len: int = 16, stride: int = 2,
+                 min_valid: int | None = None):
+        super().__init__(clip_len, stride, min_valid)
+        if num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+        self.num_clips = num_clips
+
+    def draw(self, frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        starts = eval_clip_starts(frames, self.num_clips, self.clip_len, self.stride)
+        return np.stack([clip_indices(int(s), self.clip_len, self.stride) for s in starts])
+
+    def pad(self, indices: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(padded int64 [C, T], valid bool [C]); VideoTooShortError when no clip can be padded."""
+        try:
+            return pad_eval_clips(indices, frames, self.min_valid)
+        except VideoTooShortError:
+            raise self.too_short(frames) from None

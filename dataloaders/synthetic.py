@@ -24,6 +24,13 @@ crop- and colour-invariant, and its single frames are distributed like those of 
 - Appearance (background colour/texture/noise) is shared within a UCF-style group (gXX), so the
   group-wise splits test on unseen backgrounds as UCF101's test on unseen actors and scenes.
 
+Two designs (`--design`, `DESIGNS`): "varied" (the default, described above: the demo's and the
+tests' data) and "trajectory" (the learning demo's data): every video has the same look, one light
+square on a flat grey background, and six classes differ only in the square's path (static,
+horizontal / vertical / diagonal swing, circle, bouncing drift). There instance discrimination has no
+appearance shortcut: the only way to tell two videos apart is motion (README "Demo and mini
+ablation" has the measurements that led to it).
+
 Run `python -m dataloaders.synthetic --out DIR` (flags in `build_parser`); `separability_check`
 measures that single frames carry no class information while short clips do (also
 scripts/check_synthetic.py). A manifest (synthetic_manifest.json) records the arguments, every video's
@@ -241,13 +248,127 @@ CLASS_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(TEMPORAL_CLASSES)
 MAX_CLASSES = len(TEMPORAL_CLASSES)
 
 
-def class_names(num_classes: int) -> list[str]:
-    """The first `num_classes` class names in registry order (not yet sorted alphabetically)."""
-    if not 2 <= num_classes <= MAX_CLASSES:
+# The "trajectory" design (the learning demo's data): every video has the same kind of look, a
+# light square on a flat grey background with a little camera noise, and the classes differ only in
+# the square's path. The look varies between videos only within what the pretraining augmentations
+# already vary (the square's size within a crop's rescaling range, grey levels within the
+# brightness / contrast jitter), so it is no reliable shortcut for instance discrimination, which has
+# to use motion; but it does move random-init features, which pretraining can learn to ignore. The
+# square's position changes between the four dense clips of a window, which gives the temporal
+# terms a difference that survives crops, flips and colour jitter. The centre (or the middle of the
+# path) stays in the middle 30 % of the frame, so that every pretraining crop (at least 60 % of the
+# height) sees the square.
+TRAJECTORY_BACKGROUND = (80.0, 130.0)  # grey level of the flat background, per video
+TRAJECTORY_FOREGROUND = (190.0, 240.0)  # grey level of the square, per video
+TRAJECTORY_HALF_SIZE = (0.14, 0.22)  # half-size of the square, frame heights, per video
+TRAJECTORY_NOISE = 3.0  # sigma of the Gaussian camera noise, grey levels
+TRAJECTORY_CENTRE = 0.3  # the centre starts in the middle 30 % of the frame (width and height)
+TRAJECTORY_AMPLITUDE = (0.12, 0.20)  # swing / orbit amplitude, frame heights
+TRAJECTORY_PERIOD = (16.0, 28.0)  # swing / orbit period, frames
+TRAJECTORY_SPEED = (0.024, 0.04)  # drift speed, frame heights per frame
+TRAJECTORY_DRIFT_BOX = 0.6  # a drifting square bounces inside the middle 60 % of the frame
+
+
+def _middle(rng: np.random.Generator, stage: Stage) -> tuple[float, float]:
+    """A random point in the middle TRAJECTORY_CENTRE fraction of the frame (px)."""
+    half = TRAJECTORY_CENTRE / 2.0
+    return (stage.width * rng.uniform(0.5 - half, 0.5 + half),
+            stage.height * rng.uniform(0.5 - half, 0.5 + half))
+
+
+def _plain_track(stage: Stage, x, y) -> Track:
+    """A trajectory-design track: full size, no rotation, opaque. Returns a Track of [T] arrays."""
+    return _track(np.random.default_rng(0), stage, x, y, scale=1.0, angle=0.0, alpha=1.0)
+
+
+def _oscillation(axes: str) -> Callable[[np.random.Generator, Actor, Stage], Track]:
+    """Sinusoidal motion about a middle point: axes "x", "y", "diagonal" (either one) or "orbit"
+    (a circle, either direction, so that a flip maps the class onto itself)."""
+    def make(rng: np.random.Generator, actor: Actor, stage: Stage) -> Track:
+        amplitude = rng.uniform(*TRAJECTORY_AMPLITUDE) * stage.height
+        phase = 2.0 * math.pi * _phase_ramp(rng, stage.frames, rng.uniform(*TRAJECTORY_PERIOD))
+        x, y = _middle(rng, stage)
+        if axes == "orbit":
+            turn = rng.choice([-1.0, 1.0])
+            return _plain_track(stage, x + amplitude * np.cos(phase), y + turn * amplitude * np.sin(phase))
+        wave = amplitude * np.sin(phase)
+        if axes == "x":
+            return _plain_track(stage, x + wave, y)
+        if axes == "y":
+            return _plain_track(stage, x, y + wave)
+        slope = rng.choice([-1.0, 1.0]) / math.sqrt(2.0)
+        return _plain_track(stage, x + wave / math.sqrt(2.0), y + slope * wave)
+    return make
+
+
+def _static(rng: np.random.Generator, actor: Actor, stage: Stage) -> Track:
+    return _plain_track(stage, *_middle(rng, stage))
+
+
+def _bounce(rng: np.random.Generator, actor: Actor, stage: Stage) -> Track:
+    speed = rng.uniform(*TRAJECTORY_SPEED) * stage.height  # px per frame
+    heading = math.radians(45.0 + 90.0 * rng.integers(4) + rng.uniform(-20.0, 20.0))
+    t = np.arange(stage.frames, dtype=np.float64)
+    x0, y0 = _middle(rng, stage)
+    margin = (1.0 - TRAJECTORY_DRIFT_BOX) / 2.0
+    x = _fold(x0 + speed * math.cos(heading) * t, margin * stage.width, (1.0 - margin) * stage.width)
+    y = _fold(y0 + speed * math.sin(heading) * t, margin * stage.height, (1.0 - margin) * stage.height)
+    return _plain_track(stage, x, y)
+
+
+TRAJECTORY_CLASSES: tuple[TemporalClass, ...] = (
+    TemporalClass("Static", "the square does not move (only the camera noise changes)", _static),
+    TemporalClass("SwingHorizontal", "left-right sinusoid, amplitude 12-20 % of the height, period "
+                  "16-28 frames; a flip only shifts its phase", _oscillation("x")),
+    TemporalClass("SwingVertical", "up-down sinusoid; crops and flips keep the axis vertical",
+                  _oscillation("y")),
+    TemporalClass("SwingDiagonal", "sinusoid along either diagonal (a flip swaps the two)",
+                  _oscillation("diagonal")),
+    TemporalClass("Circle", "orbit of the same amplitude and period, either direction (a flip "
+                  "reverses it)", _oscillation("orbit")),
+    TemporalClass("Drift", "straight motion at 2.4-4 % of the height per frame in a random diagonal "
+                  "heading, bouncing inside the middle 60 % of the frame", _bounce),
+)
+
+
+@dataclass(frozen=True)
+class Design:
+    """A class set and the appearance its videos are drawn with (see `DESIGNS`)."""
+
+    name: str
+    summary: str
+    classes: tuple[TemporalClass, ...]
+
+    def index(self, kind: str) -> int:
+        """Position of class `kind` in this design's class set (stable across --classes)."""
+        return [c.name for c in self.classes].index(kind)
+
+
+DESIGNS: dict[str, Design] = {
+    "varied": Design("varied", "12 motion/appearance-change classes; shapes, colours, sizes, "
+                     "backgrounds and noise vary within every class (the demo's and the tests' data)",
+                     TEMPORAL_CLASSES),
+    "trajectory": Design("trajectory", "6 classes that differ only in the path of one square; every "
+                         "video has the same look (the learning demo's data)", TRAJECTORY_CLASSES),
+}
+DEFAULT_DESIGN = "varied"
+
+
+def get_design(name: str) -> Design:
+    """The design called `name`. Raises SyntheticDatasetError naming the known ones."""
+    if name not in DESIGNS:
+        raise SyntheticDatasetError(f"design={name!r}: choose one of {', '.join(DESIGNS)}")
+    return DESIGNS[name]
+
+
+def class_names(num_classes: int, design: str = DEFAULT_DESIGN) -> list[str]:
+    """The first `num_classes` class names of a design in registry order (not yet sorted)."""
+    classes = get_design(design).classes
+    if not 2 <= num_classes <= len(classes):
         raise SyntheticDatasetError(
-            f"classes={num_classes}: the synthetic dataset has 2 to {MAX_CLASSES} classes "
-            f"({', '.join(CLASS_REGISTRY)})")
-    return [c.name for c in TEMPORAL_CLASSES[:num_classes]]
+            f"classes={num_classes}: the {design!r} synthetic design has 2 to {len(classes)} classes "
+            f"({', '.join(c.name for c in classes)})")
+    return [c.name for c in classes[:num_classes]]
 
 
 def hmdb_class_name(name: str) -> str:
@@ -405,10 +526,14 @@ class VideoSpec:
     frames: int
     fps: float
     fourcc: str
+    design: str = DEFAULT_DESIGN
 
 
 def render_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
     """Yield the video's frames, uint8 [H, W, 3] BGR; a pure function of the spec (deterministic)."""
+    if spec.design == "trajectory":
+        yield from _render_trajectory(spec)
+        return
     stage = Stage(spec.width, spec.height, spec.frames)
     cls = TEMPORAL_CLASSES[spec.class_index]
     style = _group_style(np.random.default_rng([spec.seed, 1, spec.class_index, spec.group]), stage)
@@ -425,6 +550,25 @@ def render_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
             _blend_polygon(frame, _sprite_points(sprite, t), sprite.colour, float(sprite.track.alpha[t]))
         if style.noise_sigma > 0.0:
             frame += noise_rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(style.noise_sigma)
+        yield np.clip(frame, 0.0, 255.0).astype(np.uint8)
+
+
+def _render_trajectory(spec: VideoSpec) -> Iterator[np.ndarray]:
+    """Frames of a "trajectory" design video: one square, one look for every video. [H, W, 3] uint8."""
+    stage = Stage(spec.width, spec.height, spec.frames)
+    clip_rng = np.random.default_rng([spec.seed, 2, spec.class_index, spec.group, spec.clip])
+    noise_rng = np.random.default_rng([spec.seed, 3, spec.class_index, spec.group, spec.clip])
+    size = clip_rng.uniform(*TRAJECTORY_HALF_SIZE) * stage.height
+    grey = np.full(3, clip_rng.uniform(*TRAJECTORY_FOREGROUND))
+    background = np.full((stage.height, stage.width, 3), clip_rng.uniform(*TRAJECTORY_BACKGROUND),
+                         np.float32)
+    track = TRAJECTORY_CLASSES[spec.class_index].make_track(clip_rng, Actor((0.0, stage.width), size),
+                                                           stage)
+    square = Sprite(SHAPES["square"] / 0.75, grey, size, track)
+    for t in range(spec.frames):
+        frame = background.copy()
+        _blend_polygon(frame, _sprite_points(square, t), square.colour, 1.0)
+        frame += noise_rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(TRAJECTORY_NOISE)
         yield np.clip(frame, 0.0, 255.0).astype(np.uint8)
 
 
@@ -562,12 +706,13 @@ def _video_path(layout: str, class_name: str, group: int, clip: int) -> str:
     return f"{class_name}/{class_name}_g{group:02d}_c{clip:02d}.avi"
 
 
-def plan_videos(kinds: Sequence[str], videos_per_class: int, layout: str, seed: int) -> list[VideoEntry]:
+def plan_videos(kinds: Sequence[str], videos_per_class: int, layout: str, seed: int,
+                design: str = DEFAULT_DESIGN) -> list[VideoEntry]:
     """All videos of the dataset with relative paths, labels and split roles (no I/O).
 
     Args:
-        kinds: TEMPORAL_CLASSES names to include.
-        videos_per_class, layout, seed: as in `generate`.
+        kinds: class names of the design to include.
+        videos_per_class, layout, seed, design: as in `generate`.
     """
     shown = {k: k if layout == "ucf101" else hmdb_class_name(k) for k in kinds}
     labels = {name: i for i, name in enumerate(sorted(shown.values()))}
@@ -579,7 +724,7 @@ def plan_videos(kinds: Sequence[str], videos_per_class: int, layout: str, seed: 
                                 ucf_roles(group, len(sizes)) if layout == "ucf101" else {})
                      for group, clips in enumerate(sizes, start=1) for clip in range(1, clips + 1)]
         if layout == "hmdb51":
-            rng = np.random.default_rng([seed, 4, CLASS_INDEX[kind]])
+            rng = np.random.default_rng([seed, 4, get_design(design).index(kind)])
             for entry, roles in zip(per_class, hmdb_roles(rng, len(per_class))):
                 entry.roles = roles
         entries.extend(per_class)
@@ -622,10 +767,10 @@ def write_split_files(root: Path, entries: Sequence[VideoEntry], layout: str) ->
 
 
 def _arguments(num_classes: int, videos_per_class: int, frames: int, width: int, height: int,
-               seed: int, layout: str, fps: float) -> dict:
+               seed: int, layout: str, fps: float, design: str) -> dict:
     return {"classes": num_classes, "videos_per_class": videos_per_class, "frames": frames,
             "width": width, "height": height, "seed": seed, "layout": layout, "fps": fps,
-            "generator_version": GENERATOR_VERSION}
+            "design": design, "generator_version": GENERATOR_VERSION}
 
 
 def read_manifest(root: str | Path) -> dict:
@@ -706,8 +851,8 @@ class GenerationSummary:
 
 
 def _validate(num_classes: int, videos_per_class: int, frames: int, width: int, height: int,
-              layout: str, fps: float, workers: int) -> None:
-    class_names(num_classes)
+              layout: str, fps: float, workers: int, design: str) -> None:
+    class_names(num_classes, design)
     group_layout(videos_per_class)
     if layout not in LAYOUTS:
         raise SyntheticDatasetError(f"layout={layout!r}: choose one of {LAYOUTS}")
@@ -753,14 +898,15 @@ def _run_jobs(specs: Sequence[VideoSpec], workers: int, progress: bool) -> None:
 def generate(out: str | Path, classes: int = 10, videos_per_class: int = 12, frames: int = 150,
              width: int = 320, height: int = 240, seed: int = 0, layout: str = "ucf101",
              fps: float = 25.0, workers: int = 1, progress: bool = True,
-             overwrite: bool = False) -> GenerationSummary:
+             overwrite: bool = False, design: str = DEFAULT_DESIGN) -> GenerationSummary:
     """Generate the synthetic dataset under `out` (see the module docstring for the design).
 
     Args:
         out: dataset root. UCF101 layout: out/UCF-101/<Class>/v_<Class>_gXX_cYY.avi and
             out/ucfTrainTestlist/{classInd,trainlist0k,testlist0k}.txt; HMDB51 layout:
             out/<class>/<file>.avi and out/testTrainMulti_7030_splits/<class>_test_split{k}.txt.
-        classes: number of classes, 2..MAX_CLASSES (the first ones of TEMPORAL_CLASSES).
+        classes: number of classes: the first ones of the design's class set (2..12 for
+            "varied", 2..6 for "trajectory").
         videos_per_class: >= 4, spread over UCF-style groups.
         frames, width, height, fps: video length and size (even width/height); defaults like UCF101.
         seed: everything (appearance, dynamics, splits, hence the decoded frames) follows from it.
@@ -768,26 +914,28 @@ def generate(out: str | Path, classes: int = 10, videos_per_class: int = 12, fra
         workers: processes that render and encode videos in parallel.
         progress: show a tqdm bar.
         overwrite: replace a different synthetic dataset found in `out` (never a foreign folder).
+        design: "varied" (appearance varies within every class) or "trajectory" (one look for every
+            video, classes differ only in the path of a square); see DESIGNS.
 
     Returns:
         GenerationSummary; `skipped` is True when the identical dataset was already complete in `out`.
     """
     start = time.perf_counter()
-    _validate(classes, videos_per_class, frames, width, height, layout, fps, workers)
+    _validate(classes, videos_per_class, frames, width, height, layout, fps, workers, design)
     out = Path(out)
-    arguments = _arguments(classes, videos_per_class, frames, width, height, seed, layout, fps)
+    arguments = _arguments(classes, videos_per_class, frames, width, height, seed, layout, fps, design)
     if _prepare_folder(out, arguments, overwrite):
         return _summary(out, read_manifest(out), True, time.perf_counter() - start)
     fourcc = pick_fourcc(out, width, height, fps)
-    entries = plan_videos(class_names(classes), videos_per_class, layout, seed)
+    entries = plan_videos(class_names(classes, design), videos_per_class, layout, seed, design)
     # the top-level entries this generation owns (and a later --overwrite may delete)
     owned = sorted({e.path.split("/")[0] for e in entries}) + [SPLIT_FOLDERS[layout]]
     _write_manifest(out, arguments, fourcc, entries, owned, complete=False)
     specs = []
     for entry in entries:
         (out / entry.path).parent.mkdir(parents=True, exist_ok=True)
-        specs.append(VideoSpec(str(out / entry.path), CLASS_INDEX[entry.kind], entry.group,
-                               entry.clip, seed, width, height, frames, fps, fourcc))
+        specs.append(VideoSpec(str(out / entry.path), get_design(design).index(entry.kind), entry.group,
+                               entry.clip, seed, width, height, frames, fps, fourcc, design))
     _run_jobs(specs, workers, progress)
     write_split_files(out, entries, layout)
     _write_manifest(out, arguments, fourcc, entries, owned, complete=True)
@@ -955,11 +1103,17 @@ def separability_check(root: str | Path, split: int = 1, clip_len: int = 16, str
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dataloaders.synthetic",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every flag shows its default
         description="Write a synthetic video dataset (real AVI files, UCF101 or HMDB51 layout and split "
                     "files) whose classes differ only in temporal structure. Classes, in order: "
                     + ", ".join(CLASS_REGISTRY) + ".")
-    parser.add_argument("--out", required=True, help="dataset root folder (created if missing)")
-    parser.add_argument("--classes", type=int, default=10, help=f"number of classes, 2..{MAX_CLASSES}")
+    parser.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                        help="dataset root folder (created if missing); required")
+    parser.add_argument("--classes", type=int, default=10,
+                        help=f"number of classes, 2..{MAX_CLASSES} (varied) or 2..{len(TRAJECTORY_CLASSES)} "
+                             f"(trajectory)")
+    parser.add_argument("--design", choices=tuple(DESIGNS), default=DEFAULT_DESIGN,
+                        help="; ".join(f"{d.name}: {d.summary}" for d in DESIGNS.values()))
     parser.add_argument("--videos-per-class", type=int, default=12, help="videos per class, >= 4")
     parser.add_argument("--frames", type=int, default=150, help="frames per video")
     parser.add_argument("--width", type=int, default=320, help="frame width in px (even)")
@@ -980,7 +1134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = generate(args.out, args.classes, args.videos_per_class, args.frames, args.width,
                            args.height, args.seed, args.layout, args.fps, args.workers,
-                           progress=not args.quiet, overwrite=args.overwrite)
+                           progress=not args.quiet, overwrite=args.overwrite, design=args.design)
     except SyntheticDatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

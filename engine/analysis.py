@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from config import ConfigError, RetrievalConfig
@@ -152,21 +151,18 @@ def evenly_spaced(items: Sequence, limit: int) -> list:
     return [items[i] for i in picks]
 
 
-def similarity_image(matrix: torch.Tensor, side: int = 256) -> torch.Tensor:
-    """A T' x T' similarity matrix as a heatmap on the fixed scale [0, 1] (white 0 -> dark blue 1),
-    so pictures of different checkpoints compare directly.
+def similarity_figure(document: Mapping[str, Any], labels: Sequence[str] | None = None):
+    """The similarity heatmaps of a temporal_diversity document (all checkpoints, or ``labels``)
+    side by side on the shared scale [0, 1], as a matplotlib figure."""
+    from engine.visualize import similarity_figure as figure
 
-    Returns:
-        uint8 [3, H, W] with H = W >= side (cells upscaled to whole pixels).
-    """
-    from engine.visualize import heatmap
-
-    return heatmap(matrix.cpu().numpy(), vmin=0.0, vmax=1.0, max_side=side)
-
-
-def side_by_side(images: Sequence[torch.Tensor], padding: int = 8) -> torch.Tensor:
-    """uint8 [3, H, W] images of equal size in one row, separated by white space."""
-    return make_grid(torch.stack(list(images)), nrow=len(images), padding=padding, pad_value=255)
+    entries = [e for e in document["checkpoints"] if labels is None or e["label"] in labels]
+    videos = document["protocol"]["videos"]
+    title = (f"cosine similarity of the {len(entries[0]['matrix'])} feature-map timesteps, mean "
+             f"over {videos} test videos\n(1 = timesteps alike; lower off-diagonal = more "
+             "temporal diversity)")
+    return figure({e["label"]: np.asarray(e["matrix"]) for e in entries},
+                  {e["label"]: e["mean_offdiag"] for e in entries}, title)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,22 +273,18 @@ def _protocol(cfg: RetrievalConfig, num_videos: int) -> dict[str, Any]:
 
 def write_outputs(ctx: RunContext, document: dict[str, Any]) -> None:
     """Heatmap PNGs (one per checkpoint, and all side by side), the JSON, TensorBoard, a log table."""
-    from engine.visualize import save_png
+    from engine.visualize import save_figure
 
-    images = []
     lines = [f"{'checkpoint':40s} {'mean off-diagonal similarity':>28s} {'videos':>7s}"]
     for step, entry in enumerate(document["checkpoints"]):
         label = entry["label"]
-        image = similarity_image(torch.tensor(entry["matrix"]))  # [3, H, W]
-        images.append(image)
-        save_png(image, ctx.run_dir / f"similarity_{label}.png")
+        save_figure(similarity_figure(document, [label]), ctx.run_dir / f"similarity_{label}.png",
+                    ctx.tb.writer, f"temporal_diversity/{label}")
         # one scalar tag for all checkpoints (x = position on the command line) and one per label
         ctx.tb.scalars({"temporal_diversity/mean_offdiag": entry["mean_offdiag"]}, step)
         ctx.tb.scalars({f"temporal_diversity/mean_offdiag_{label}": entry["mean_offdiag"]}, 0)
-        if ctx.tb.writer is not None:
-            ctx.tb.writer.add_image(f"temporal_diversity/{label}", image, 0)
         lines.append(f"{label:40s} {entry['mean_offdiag']:28.4f} {entry['num_videos']:7d}")
-    save_png(side_by_side(images), ctx.run_dir / "similarity_all.png")
+    save_figure(similarity_figure(document), ctx.run_dir / "similarity_all.png")
     path = ctx.run_dir / RESULTS_FILE
     path.write_text(json.dumps(document, indent=2) + "\n")
     ctx.logger.info("temporal diversity (lower = timesteps differ more):\n" + "\n".join(lines)

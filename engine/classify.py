@@ -55,6 +55,7 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
                            make_scaler, run_job, seed_everything)
 from engine.distributed import all_gather_objects, all_reduce_sum
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
+from engine.logging import eta_text, steps_text
 from engine.schedules import PlateauState, classifier_update, set_lr
 
 SELECT_LABELS = {
@@ -327,7 +328,9 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
         f"{d.dataset} split {d.split}: {len(train_all)} train videos -> {len(train_videos)} "
         f"labelled for training (label fraction {cfg.label_fraction:g}), {len(val_videos)} held "
         f"out for validation (val fraction {cfg.val_fraction:g}, seed {cfg.seed}); "
-        f"{len(test_videos)} test videos; {len(class_names)} classes")
+        f"{len(test_videos)} test videos; {len(class_names)} classes; "
+        f"{steps_text(len(train_loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} clips, "
+        f"at most {cfg.epochs} epochs")
     return ClassifyData(train_loader, train_sampler, val_loader, test_loader, list(class_names),
                         train_videos, val_videos, test_videos)
 
@@ -402,7 +405,8 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, plain: Classifier, loader
     criterion = nn.CrossEntropyLoss()
     sums = torch.zeros(3, dtype=torch.float64)                  # loss sum, correct, clips
     failures: list = []
-    bar = tqdm(total=steps_total, desc=f"train {epoch}", leave=False, dynamic_ncols=True,
+    bar = tqdm(total=steps_total, desc=f"train {epoch + 1}/{cfg.epochs}", leave=False,
+               dynamic_ncols=True,
                disable=not (ctx.dist.is_main and cfg.progress))
     step = 0
     for batch in loader:
@@ -415,12 +419,12 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, plain: Classifier, loader
         reduced = all_reduce_sum(flags.to(device)).cpu()
         if not math.isfinite(reduced[0].item()):
             raise NonFiniteLossError(
-                f"non-finite classification loss at epoch {epoch}, step {step}; nothing was saved "
-                "from this epoch. Try --amp off or a lower --lr.")
+                f"non-finite classification loss at epoch {epoch + 1}, step {step + 1}; nothing "
+                "was saved from this epoch. Try --amp off or a lower --lr.")
         if reduced[1] > 0:
             raise TooManyBadVideosError(
                 f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to decode at epoch "
-                f"{epoch}, step {step}: " + "; ".join(f"{p}: {r}" for p, r in bad))
+                f"{epoch + 1}, step {step + 1}: " + "; ".join(f"{p}: {r}" for p, r in bad))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -611,6 +615,7 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
     for epoch in range(cfg.epochs):
         set_lr(optimizer, cfg.lr * plateau.scale)
         data.train_sampler.set_epoch(epoch)
+        started = time.perf_counter()
         stats = train_one_epoch(ctx, model, plain, data.train_loader, optimizer, scaler, epoch)
         lr = optimizer.param_groups[0]["lr"]
         plateau, lr_too_low = classifier_update(
@@ -621,6 +626,7 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
                   "time": time.time()}
         eval_now = (epoch + 1) % cfg.eval_every_epochs == 0 or lr_too_low or epoch == cfg.epochs - 1
         improved = _select(ctx, plain, data, selection, epoch, eval_now, record)
+        record["epoch_seconds"] = time.perf_counter() - started
         _log_epoch(ctx, record, stats)
         if ctx.dist.is_main:
             ckpt = make_checkpoint(plain, optimizer, scaler, cfg, epoch + 1, plateau,
@@ -630,9 +636,9 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
                 ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "best.pth")
         if lr_too_low:
             stopped_because = "min_lr"
-            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} (epoch {epoch}: {lr:.1e}) fell "
+            ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} (epoch {epoch + 1}: {lr:.1e}) fell "
                             f"below min_lr {cfg.min_lr:.1e} (--lr-rule {cfg.lr_rule}): stopping "
-                            f"after epoch {epoch}")
+                            f"after epoch {epoch + 1}")
             break
     return FitOutcome(epochs_run=epoch + 1, stopped_because=stopped_because, selection=selection)
 
@@ -647,7 +653,7 @@ def _select(ctx: RunContext, plain: Classifier, data: ClassifyData, selection: S
         return False
     split, loader = (("val", data.val_loader) if selection.rule == "val"
                      else ("test", data.test_loader))
-    result = evaluate(ctx, plain, loader, len(data.class_names), f"{split} {epoch}")
+    result = evaluate(ctx, plain, loader, len(data.class_names), f"{split} {epoch + 1}")
     top1 = result.accuracy()[1]
     record[f"{split}_top1"] = top1
     ctx.tb.scalars({"top1": top1}, epoch, f"{split}/")
@@ -665,11 +671,14 @@ def _log_epoch(ctx: RunContext, record: dict, stats: EpochStats) -> None:
     ctx.jsonl.write(record)
     ctx.tb.scalars({"loss": stats.loss, "clip_accuracy": stats.accuracy, "lr": record["lr"]},
                    record["epoch"], "train/")
-    ctx.logger.info(f"epoch {record['epoch']}: loss {stats.loss:.4f}, train clip acc "
+    # epochs are counted from 1 in messages (log.jsonl keeps the 0-based index)
+    epochs = ctx.cfg.epochs
+    ctx.logger.info(f"epoch {record['epoch'] + 1}/{epochs}: loss {stats.loss:.4f}, train clip acc "
                     f"{stats.accuracy:.1f}%, lr {record['lr']:.1e}"
-                    + "".join(f", {k} {v:.2f}%" for k, v in record.items() if k.endswith("_top1")))
+                    + "".join(f", {k} {v:.2f}%" for k, v in record.items() if k.endswith("_top1"))
+                    + " | " + eta_text(record["epoch"] + 1, epochs, record["epoch_seconds"]))
     if stats.failures:
-        ctx.logger.warning(f"epoch {record['epoch']}: {len(stats.failures)} videos failed to "
+        ctx.logger.warning(f"epoch {record['epoch'] + 1}: {len(stats.failures)} videos failed to "
                            "decode and were replaced by the next listed video:\n  "
                            + "\n  ".join(f"{p}: {r}" for p, r in stats.failures))
 
@@ -719,14 +728,18 @@ def build_results(cfg: ClassifyConfig, data: ClassifyData, init: dict, outcome: 
                      "evaluated (see failed_videos); accuracies are over the evaluated ones")
     d = cfg.data
     results = {
-        "job": job_name(cfg), "top1": acc[1], "top5": acc[5],
+        # percentages to 0.01 points; the exact counts of correct videos beside them
+        "job": job_name(cfg), "top1": metrics.round_percent(acc[1]),
+        "top5": metrics.round_percent(acc[5]),
+        **{f"top{k}_correct": c
+           for k, c in metrics.topk_correct(test.probs, test.labels, (1, 5)).items()},
         "num_videos": test.num_videos, "num_videos_listed": len(data.test_videos),
         "failed_videos": [list(f) for f in test.failures],
         "protocol": protocol_text(cfg),
         "checkpoint": init["checkpoint"], "init": init["init"], "init_source": init["init_source"],
         "dataset": d.dataset, "data_root": d.data_root, "split": d.split, "seed": cfg.seed,
         "select": SELECT_LABELS[cfg.select], "selected_epoch": outcome.selection.epoch,
-        "val_top1": outcome.selection.val_top1,
+        "val_top1": metrics.round_percent(outcome.selection.val_top1),
         "selected_checkpoint": ("checkpoints/best.pth" if outcome.selection.epoch is not None
                                 else None),
         "label_fraction": cfg.label_fraction,
@@ -767,11 +780,14 @@ def write_outputs(ctx: RunContext, results: dict, test: EvalResult, class_names:
     cm = metrics.confusion(preds, labels, len(class_names))
     metrics.write_per_class_csv(run_dir / "per_class_accuracy.csv", class_names, per_class, support)
     metrics.write_confusion_csv(run_dir / "confusion_matrix.csv", class_names, cm)
-    image = visualize.confusion_image(cm)
-    visualize.save_png(image, run_dir / "confusion_matrix.png")
+    init = f"checkpoint {results['checkpoint']}" if results["checkpoint"] else "random init"
+    title = (f"{results['job']}, {init}\n{results['dataset']} split {results['split']} test, "
+             f"top-1 {results['top1']:.2f}%")
+    visualize.save_figure(visualize.confusion_figure(cm, class_names, title),
+                          run_dir / "confusion_matrix.png", ctx.tb.writer, "test/confusion_matrix")
     if ctx.tb.writer is not None:
-        ctx.tb.writer.add_image("test/confusion_matrix", image, 0)
         ctx.tb.scalars({"top1": results["top1"], "top5": results["top5"]}, 0, "test/")
+    visualize.write_training_curves(run_dir, ctx.tb.writer)      # loss and lr per epoch
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     ctx.jsonl.write({"final": True, **{k: results[k] for k in ("top1", "top5", "num_videos")}})
     for note in results["notes"]:

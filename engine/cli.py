@@ -35,11 +35,11 @@ def job_main(job: str, runner: str, argv: list[str] | None = None) -> int:
     ``runner`` ("module:function", imported only now so --help and config errors stay fast)."""
     import importlib
 
-    from config import describe, parse_config
+    from config import describe, parse_config, value_sources
     from engine.distributed import env_world_size
     cfg, args = parse_config(job, argv, world_size=env_world_size())
     if args.print_config:
-        print(describe(cfg))
+        print(describe(cfg, value_sources(job, args)))
         return 0
     module, function = runner.split(":")
     getattr(importlib.import_module(module), function)(cfg)

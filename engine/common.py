@@ -232,7 +232,7 @@ def ensure_dataset(cfg: Any, logger: logging.Logger) -> None:
         from dataloaders import synthetic
         wanted = {"classes": d.synthetic_classes, "videos_per_class": d.synthetic_videos_per_class,
                   "frames": d.synthetic_frames, "width": d.synthetic_width,
-                  "height": d.synthetic_height}
+                  "height": d.synthetic_height, "design": d.synthetic_design}
         manifest = Path(d.data_root) / synthetic.MANIFEST_NAME
         if manifest.is_file() and synthetic.read_manifest(d.data_root).get("complete"):
             have = synthetic.read_manifest(d.data_root)["arguments"]

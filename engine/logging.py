@@ -137,3 +137,32 @@ def banner(logger: logging.Logger, job: str, cfg_text: str, device: torch.device
         lines.append(f"{key}: {value}")
     lines.append("config:\n" + cfg_text)
     logger.info("\n".join(lines))
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min 05 s' or '3 h 07 min': a wall time for log lines."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def eta_text(epochs_done: int, epochs_total: int, epoch_seconds: float) -> str:
+    """'epoch time 1 min 05 s, ETA 3 h 07 min' for the epoch line: epochs left x the measured
+    time of the last epoch (an estimate; a plateau stop or min-lr stop can end the run earlier)."""
+    left = max(0, epochs_total - epochs_done)
+    eta = "done" if left == 0 else f"ETA {format_duration(left * epoch_seconds)}"
+    return f"epoch time {format_duration(epoch_seconds)}, {eta}"
+
+
+def steps_text(loader_steps: int, max_steps: int) -> str:
+    """'12 steps per epoch', or '3 steps per epoch (--max-steps-per-epoch 3; a full epoch has
+    12)': the steps an epoch really runs."""
+    if max_steps and max_steps < loader_steps:
+        return (f"{max_steps} steps per epoch (--max-steps-per-epoch {max_steps}; a full epoch "
+                f"has {loader_steps})")
+    return f"{loader_steps} steps per epoch"

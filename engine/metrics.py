@@ -21,29 +21,45 @@ import torch
 # Classification
 # --------------------------------------------------------------------------------------------
 
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
-                  ) -> dict[int, float]:
-    """Top-k accuracy in percent.
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
+                 ) -> dict[int, int]:
+    """Number of rows whose label is among their k highest scores.
 
     Args:
         scores: [N, C] class scores (logits or probabilities; only their order matters).
         labels: [N] integer class indices.
         ks: the k values. A k larger than C is capped at C (every video then counts as a hit).
     Returns:
-        {k: percentage of rows whose label is among the k highest scores}; 0.0 for N = 0.
+        {k: count of hits}.
     """
     if scores.dim() != 2 or labels.shape != scores.shape[:1]:
         raise ValueError(f"expected scores [N, C] and labels [N], got {tuple(scores.shape)} and "
                          f"{tuple(labels.shape)}")
     n, num_classes = scores.shape
-    out: dict[int, float] = {}
     if n == 0:
-        return {k: 0.0 for k in ks}
+        return {k: 0 for k in ks}
     top = scores.topk(min(max(ks), num_classes), dim=1).indices      # [N, kmax]
     hits = top == labels.view(-1, 1)                                  # [N, kmax]
-    for k in ks:
-        out[k] = 100.0 * hits[:, :min(k, num_classes)].any(dim=1).float().mean().item()
-    return out
+    return {k: int(hits[:, :min(k, num_classes)].any(dim=1).sum().item()) for k in ks}
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
+                  ) -> dict[int, float]:
+    """Top-k accuracy in percent (arguments as :func:`topk_correct`).
+
+    Returns:
+        {k: percentage of rows whose label is among the k highest scores}; 0.0 for N = 0.
+    """
+    n = scores.shape[0] if scores.dim() == 2 else 0
+    return {k: 100.0 * c / n if n else 0.0 for k, c in topk_correct(scores, labels, ks).items()}
+
+
+PERCENT_DIGITS = 2   # results.json precision of accuracies and recalls (0.01 points)
+
+
+def round_percent(value: float | None) -> float | None:
+    """A percentage rounded for results.json (None stays None); the exact counts sit beside it."""
+    return None if value is None else round(float(value), PERCENT_DIGITS)
 
 
 class VideoScoreAccumulator:
@@ -208,6 +224,22 @@ def nearest_neighbours(queries: torch.Tensor, gallery: torch.Tensor, k: int,
     return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long)
 
 
+def retrieval_hits(neighbours: torch.Tensor, query_labels: torch.Tensor,
+                   gallery_labels: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """Which queries are hits at each k.
+
+    Args:
+        neighbours: [Q, K] gallery indices, nearest first (K >= every k, or the gallery size).
+        query_labels: [Q]; gallery_labels: [G].
+        ks: k values (capped at K).
+    Returns:
+        bool [Q, len(ks)]: True where any of the query's k nearest has its class.
+    """
+    match = gallery_labels[neighbours] == query_labels.view(-1, 1)     # [Q, K]
+    kmax = neighbours.shape[1]
+    return torch.stack([match[:, :min(k, kmax)].any(dim=1) for k in ks], dim=1)
+
+
 def recall_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
                 gallery_labels: torch.Tensor, ks: Sequence[int]
                 ) -> tuple[dict[int, float], torch.Tensor, list[str]]:
@@ -229,9 +261,61 @@ def recall_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torc
     notes = [f"k={k} is larger than the gallery ({g} videos): computed as k={g}"
              for k in ks if k > g]
     nn_idx = nearest_neighbours(queries, gallery, max(ks))                # [Q, K]
-    match = gallery_labels[nn_idx] == query_labels.view(-1, 1)            # [Q, K]
-    recalls = {k: 100.0 * match[:, :min(k, g)].any(dim=1).float().mean().item() for k in ks}
+    hits = retrieval_hits(nn_idx, query_labels, gallery_labels, ks)       # [Q, len(ks)]
+    recalls = {k: 100.0 * int(hits[:, i].sum()) / queries.shape[0] for i, k in enumerate(ks)}
     return recalls, nn_idx, notes
+
+
+def chance_recall_at_k(query_labels: torch.Tensor, gallery_labels: torch.Tensor,
+                       ks: Sequence[int]) -> dict[int, float]:
+    """Expected Recall@k (percent) of a random ranking of the gallery: the floor to compare with.
+
+    A query of class c, whose class has n_c of the G gallery videos, misses at k with probability
+    C(G - n_c, k) / C(G, k) (k drawn without replacement).
+    """
+    g = int(gallery_labels.numel())
+    counts = torch.bincount(gallery_labels, minlength=int(max(query_labels.max(),
+                                                              gallery_labels.max())) + 1)
+    out = {}
+    for k in ks:
+        kk = min(k, g)                                   # k beyond the gallery: the whole gallery
+        miss = [math.comb(g - int(counts[c]), kk) / math.comb(g, kk)
+                for c in query_labels.tolist()]
+        out[k] = 100.0 * (1.0 - float(np.mean(miss)))
+    return out
+
+
+def per_class_recall(hits: torch.Tensor, query_labels: torch.Tensor, num_classes: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Recall@k of each class's queries.
+
+    Args:
+        hits: bool [Q, len(ks)] (:func:`retrieval_hits`); query_labels: [Q].
+        num_classes: classes (a class without queries gets NaN).
+    Returns:
+        (recall [num_classes, len(ks)] in percent, queries per class [num_classes]).
+    """
+    labels = query_labels.long()
+    support = torch.bincount(labels, minlength=num_classes).numpy()
+    sums = torch.zeros(num_classes, hits.shape[1], dtype=torch.float64)
+    sums.index_add_(0, labels, hits.double())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support[:, None] > 0,
+                          100.0 * sums.numpy() / np.maximum(support[:, None], 1), np.nan)
+    return recall, support
+
+
+def write_per_class_recall_csv(path: str | os.PathLike, class_names: Sequence[str],
+                               ks: Sequence[int], recall: np.ndarray, support: np.ndarray) -> Path:
+    """CSV with columns class_index, class_name, num_queries, recall@k... (percent, empty when the
+    class has no query)."""
+    path = Path(path)
+    lines = ["class_index,class_name,num_queries," + ",".join(f"recall@{k}" for k in ks)]
+    for i, name in enumerate(class_names):
+        values = ["" if math.isnan(v) else f"{v:.2f}" for v in recall[i]]
+        lines.append(f"{i},{_csv_field(name)},{int(support[i])}," + ",".join(values))
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
                            make_scaler, run_job, seed_everything)
 from engine.distributed import all_gather_objects, all_reduce_sum, gather_batch
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
+from engine.logging import eta_text, steps_text
 from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
 
 TERMS = ("total", "ic_global", "ic_local", "local_local", "global_local")
@@ -263,6 +264,7 @@ class EpochResult:
     samples_per_s: float
     data_wait: float
     interrupted: bool
+    seconds: float = 0.0       # wall time of this (part of the) epoch
 
 
 def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler,
@@ -275,12 +277,14 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
     if cfg.max_steps_per_epoch:
         steps_total = min(steps_total, cfg.max_steps_per_epoch)
     model.train()
-    bar = tqdm(total=steps_total, initial=state.step_in_epoch, desc=f"epoch {state.epoch}",
+    # epochs and steps are counted from 1 in every message: epoch N ends in epoch_000N.pth
+    bar = tqdm(total=steps_total, initial=state.step_in_epoch,
+               desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
                disable=not (ctx.dist.is_main and cfg.progress), dynamic_ncols=True, leave=False)
     wait_s = busy_s = 0.0
     samples = 0
     interrupted = False
-    t_last = time.perf_counter()
+    t_start = t_last = time.perf_counter()
     iterator = iter(loader)
     while state.step_in_epoch < steps_total:
         try:
@@ -306,8 +310,8 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
         if not all(math.isfinite(v) for v in mean_terms):
             bad = {t: v for t, v in zip(TERMS, mean_terms) if not math.isfinite(v)}
             raise NonFiniteLossError(
-                f"non-finite loss at epoch {state.epoch}, step {state.step_in_epoch} "
-                f"(global step {state.global_step}): {bad}; all terms: "
+                f"non-finite loss at epoch {state.epoch + 1}, step {state.step_in_epoch + 1} "
+                f"(global step {state.global_step + 1}): {bad}; all terms: "
                 f"{dict(zip(TERMS, (round(v, 5) for v in mean_terms)))}. Nothing was saved from "
                 "this step; the last good checkpoint is intact. Try --amp bf16 or off, or a "
                 "lower --lr.")
@@ -315,7 +319,7 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
             listing = "\n  ".join(f"{p}: {r}" for p, r in failures) or "(on another process)"
             raise TooManyBadVideosError(
                 f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to decode at epoch "
-                f"{state.epoch}, step {state.step_in_epoch}:\n  {listing}\nRun "
+                f"{state.epoch + 1}, step {state.step_in_epoch + 1}:\n  {listing}\nRun "
                 f"`python -m dataloaders.check --dataset {cfg.data.dataset} --root "
                 f"{cfg.data.data_root}` to list every bad file.")
         backward_step(terms["total"], optimizer, scaler)
@@ -332,7 +336,9 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
         sps = samples / max(1e-9, wait_s + busy_s)
         bar.set_postfix(loss=f"{mean_terms[0]:.3f}", sps=f"{sps:.1f}")
         bar.update(1)
-        if ctx.dist.is_main and state.global_step % max(1, cfg.log_every_steps) == 0:
+        # from the very first step, then every log_every_steps
+        if ctx.dist.is_main and (state.global_step == 1
+                                 or state.global_step % max(1, cfg.log_every_steps) == 0):
             ctx.tb.scalars(dict(zip(TERMS, mean_terms)), state.global_step, "train/")
             ctx.tb.scalars({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": sps,
                             "data_wait_fraction": wait_s / max(1e-9, wait_s + busy_s)},
@@ -348,7 +354,8 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
     total = wait_s + busy_s
     return EpochResult(means=means, steps=state.step_in_epoch,
                        samples_per_s=samples / max(1e-9, total),
-                       data_wait=wait_s / max(1e-9, total), interrupted=interrupted)
+                       data_wait=wait_s / max(1e-9, total), interrupted=interrupted,
+                       seconds=time.perf_counter() - t_start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,12 +420,12 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     start = resume_path(cfg)
     if start is not None:
         state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank, ctx.logger)
-        ctx.logger.info(f"resumed from {start}: epoch {state.epoch}, step {state.step_in_epoch} "
-                        f"of it, global step {state.global_step}")
+        ctx.logger.info(f"resumed from {start}: {state.epoch} epochs and {state.step_in_epoch} "
+                        f"steps of epoch {state.epoch + 1} done, global step {state.global_step}")
     ctx.commit()   # start-up succeeded: from here on the run folder is written
     ctx.logger.info(f"{n_videos} training videos in {n_classes} classes; "
-                    f"{len(loader)} steps per epoch of {cfg.batch_size} videos "
-                    f"({cfg.per_device_batch} per process); "
+                    f"{steps_text(len(loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} "
+                    f"videos ({cfg.per_device_batch} per process), {cfg.epochs} epochs; "
                     f"{sum(p.numel() for p in plain.parameters()):,} parameters")
     ckpt_dir = ctx.run_dir / "checkpoints"
 
@@ -439,16 +446,32 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
             if result.interrupted:
                 save(("latest.pth",))
                 ctx.logger.warning(
-                    f"stopped by signal {stop.signum} at epoch {state.epoch}, step "
+                    f"stopped by signal {stop.signum} in epoch {state.epoch + 1} after step "
                     f"{state.step_in_epoch}; saved {ckpt_dir / 'latest.pth'}. Continue with "
                     f"--resume auto --out-dir {cfg.out_dir}")
+                write_curves(ctx)
                 return {"interrupted": True, "epoch": state.epoch, "step": state.global_step}
             _end_epoch(ctx, state, result, optimizer, save)
     finally:
         stop.restore()
-    ctx.logger.info(f"pretraining finished after {state.epoch} epochs; checkpoints in {ckpt_dir}")
+    write_curves(ctx)
+    if ckpt_dir.is_dir() or not ctx.dist.is_main:
+        ctx.logger.info(f"pretraining finished after {state.epoch} epochs; checkpoints in "
+                        f"{ckpt_dir}")
+    else:                  # --epochs 0, or a run resumed at its end: nothing was trained or saved
+        ctx.logger.info(f"no epoch to run ({state.epoch} done of --epochs {cfg.epochs}); no "
+                        "checkpoint written")
     return {"interrupted": False, "epoch": state.epoch, "step": state.global_step,
             "loss": state.plateau.history[-1] if state.plateau.history else None}
+
+
+def write_curves(ctx: RunContext) -> None:
+    """training_curves.png (and TensorBoard) from the run's log.jsonl, when it has an epoch."""
+    if ctx.dist.is_main and ctx.jsonl.path.is_file():
+        from engine.visualize import write_training_curves
+        path = write_training_curves(ctx.run_dir, ctx.tb.writer)
+        if path is not None:
+            ctx.logger.info(f"training curves (every loss term and the lr against step) -> {path}")
 
 
 def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimizer, save) -> None:
@@ -470,13 +493,14 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
     ctx.jsonl.write(record)
     ctx.tb.scalars({f"loss_{t}": v for t, v in result.means.items()}, epoch, "epoch/")
     ctx.tb.scalars({"skipped_videos": len(failures), "samples_per_s": result.samples_per_s,
-                    "data_wait_fraction": result.data_wait}, epoch, "epoch/")
-    ctx.logger.info(f"epoch {epoch}: loss {loss:.4f} ("
+                    "data_wait_fraction": result.data_wait, "lr": record["lr"]}, epoch, "epoch/")
+    ctx.logger.info(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} ("
                     + ", ".join(f"{t} {v:.4f}" for t, v in result.means.items() if t != "total")
                     + f") lr {record['lr']:.2e} | {result.samples_per_s:.1f} samples/s, "
-                    f"data wait {result.data_wait:.0%}")
+                    f"data wait {result.data_wait:.0%} | "
+                    + eta_text(epoch + 1, cfg.epochs, result.seconds))
     if failures:
-        ctx.logger.warning(f"epoch {epoch}: {len(failures)} videos failed to decode and were "
+        ctx.logger.warning(f"epoch {epoch + 1}: {len(failures)} videos failed to decode and were "
                            "replaced by the next listed video:\n  "
                            + "\n  ".join(f"{p}: {r}" for p, r in failures))
     state.epoch += 1

@@ -292,9 +292,10 @@ def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
     queries = subset_features(cfg, ctx, lazy, "test", query_videos)
     recalls, neighbours, notes = metrics.recall_at_k(queries.features, queries.labels,
                                                      gallery.features, gallery.labels, cfg.ks)
-    results = build_results(cfg, recalls, queries, gallery, notes)
+    hits = metrics.retrieval_hits(neighbours, queries.labels, gallery.labels, cfg.ks)  # [Q, ks]
+    results = build_results(cfg, recalls, queries, gallery, notes, hits)
     if ctx.dist.is_main:
-        write_outputs(ctx, results, queries, gallery, class_names)
+        write_outputs(ctx, results, queries, gallery, class_names, hits)
     return results
 
 
@@ -307,11 +308,16 @@ def protocol_text(cfg: RetrievalConfig) -> str:
 
 
 def build_results(cfg: RetrievalConfig, recalls: dict[int, float], queries: FeatureSet,
-                  gallery: FeatureSet, notes: list[str]) -> dict:
+                  gallery: FeatureSet, notes: list[str], hits: torch.Tensor | None = None) -> dict:
+    """results.json: Recall@k rounded to 0.01 points, with the exact hit counts beside them
+    (``recall@k_hits`` of ``num_queries``; ``hits`` is bool [Q, len(ks)] from
+    ``metrics.retrieval_hits``)."""
     d = cfg.data
     ident = checkpoint_identity(cfg)
     results: dict[str, Any] = {"job": "retrieval"}
-    results.update({f"recall@{k}": v for k, v in recalls.items()})
+    results.update({f"recall@{k}": metrics.round_percent(v) for k, v in recalls.items()})
+    if hits is not None:
+        results.update({f"recall@{k}_hits": int(hits[:, i].sum()) for i, k in enumerate(cfg.ks)})
     results.update({
         "num_queries": int(queries.features.shape[0]),
         "num_gallery": int(gallery.features.shape[0]),
@@ -334,11 +340,17 @@ def summary_line(results: dict, ks) -> str:
 
 
 def write_outputs(ctx: RunContext, results: dict, queries: FeatureSet, gallery: FeatureSet,
-                  class_names: list) -> None:
-    """results.json, the picture grid (PNG + TensorBoard) and the embedding projector data."""
+                  class_names: list, hits: torch.Tensor | None = None) -> None:
+    """results.json, per_class_recall.csv, the Recall@k curve and the picture grid (PNG +
+    TensorBoard) and the embedding projector data."""
     cfg: RetrievalConfig = ctx.cfg
     if cfg.num_grid_queries > 0:
         write_grid(ctx, queries, gallery, class_names)
+    if hits is not None:
+        recall, support = metrics.per_class_recall(hits, queries.labels, len(class_names))
+        metrics.write_per_class_recall_csv(ctx.run_dir / "per_class_recall.csv", class_names,
+                                           cfg.ks, recall, support)
+    write_recall_curve(ctx, results, queries, gallery)
     if cfg.embedding_points > 0 and ctx.tb.writer is not None:
         pick = np.unique(np.linspace(0, len(queries.paths) - 1,
                                      min(cfg.embedding_points, len(queries.paths))).astype(int))
@@ -348,12 +360,27 @@ def write_outputs(ctx: RunContext, results: dict, queries: FeatureSet, gallery: 
                                     metadata=[class_names[int(queries.labels[i])] for i in pick],
                                     tag="test_features", global_step=0)
     if ctx.tb.writer is not None:
-        ctx.tb.scalars({k: v for k, v in results.items() if k.startswith("recall@")}, 0,
-                       "retrieval/")
+        ctx.tb.scalars({k: v for k, v in results.items()
+                        if k.startswith("recall@") and not k.endswith("_hits")}, 0, "retrieval/")
     (ctx.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     for note in results["notes"]:
         ctx.logger.info(f"note: {note}")
     ctx.logger.info(summary_line(results, cfg.ks))
+
+
+def write_recall_curve(ctx: RunContext, results: dict, queries: FeatureSet,
+                       gallery: FeatureSet) -> Path:
+    """recall_at_k.png: Recall@k against k beside a random ranking's (also in TensorBoard)."""
+    from engine import visualize
+    cfg: RetrievalConfig = ctx.cfg
+    recalls = {k: results[f"recall@{k}"] for k in cfg.ks}
+    chance = metrics.chance_recall_at_k(queries.labels, gallery.labels, cfg.ks)
+    init = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else "random init"
+    title = (f"Recall@k, {init}\n{results['dataset']} split {results['split']}: "
+             f"{results['num_queries']} test queries vs {results['num_gallery']} train videos")
+    fig = visualize.recall_curve_figure(recalls, chance, title)
+    return visualize.save_figure(fig, ctx.run_dir / "recall_at_k.png", ctx.tb.writer,
+                                 "retrieval/recall_at_k")
 
 
 def grid_queries(num_queries: int, count: int) -> list[int]:
@@ -366,37 +393,43 @@ def grid_queries(num_queries: int, count: int) -> list[int]:
 
 def write_grid(ctx: RunContext, queries: FeatureSet, gallery: FeatureSet,
                class_names: list) -> Path:
-    """retrieval_grid.png: rows of query + top-k gallery middle frames, green = same class; and
-    retrieval_grid.txt naming the videos and classes of every cell."""
+    """retrieval_grid.png: rows of query + top-k gallery videos as filmstrips (several frames
+    across each video), tick + solid frame = same class; and retrieval_grid.txt naming the videos
+    and classes of every cell."""
     from engine import visualize
     cfg: RetrievalConfig = ctx.cfg
     chosen = grid_queries(len(queries.paths), cfg.num_grid_queries)
     k = min(cfg.grid_topk, len(gallery.paths))
     nn_idx = metrics.nearest_neighbours(queries.features[chosen], gallery.features, k)  # [Q, k]
-    thumbs: dict[str, torch.Tensor] = {}
+    strips: dict[str, np.ndarray] = {}
 
-    def thumb(path: str) -> torch.Tensor:
-        if path not in thumbs:
-            thumbs[path] = visualize.thumbnail(visualize.middle_frame(path, color="rgb"))
-        return thumbs[path]
+    def strip(path: str) -> np.ndarray:
+        if path not in strips:
+            strips[path] = visualize.filmstrip(path)                 # [h, w, 3] uint8 RGB
+        return strips[path]
 
-    q_img = torch.stack([thumb(queries.paths[i]) for i in chosen])                  # [Q, 3, h, w]
-    n_img = torch.stack([torch.stack([thumb(gallery.paths[j]) for j in row.tolist()])
-                         for row in nn_idx])                                 # [Q, k, 3, h, w]
-    correct = gallery.labels[nn_idx] == queries.labels[chosen].view(-1, 1)           # [Q, k]
-    image = visualize.retrieval_grid(q_img, n_img, correct)
-    path = visualize.save_png(image, ctx.run_dir / "retrieval_grid.png")
-    lines = ["# row: query (blue frame) -> nearest gallery videos, most similar first; "
-             "+ same class (green), - other class (red)"]
+    def name(label) -> str:
+        return class_names[int(label)]
+
+    correct = (gallery.labels[nn_idx] == queries.labels[chosen].view(-1, 1)).numpy()  # [Q, k]
+    init = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else "random init"
+    fig = visualize.retrieval_figure(
+        [strip(queries.paths[i]) for i in chosen],
+        [[strip(gallery.paths[j]) for j in row.tolist()] for row in nn_idx], correct,
+        [name(queries.labels[i]) for i in chosen],
+        [[name(gallery.labels[j]) for j in row.tolist()] for row in nn_idx],
+        title=f"nearest-neighbour retrieval, {init}: test queries (left) and their {k} nearest "
+              "train videos, nearest first")
+    path = visualize.save_figure(fig, ctx.run_dir / "retrieval_grid.png", ctx.tb.writer,
+                                 "retrieval/grid")
+    lines = ["# row: query -> nearest gallery videos, most similar first; "
+             "+ same class (tick, solid frame), - other class (cross, dashed frame)"]
     for row, (qi, nbrs) in enumerate(zip(chosen, nn_idx.tolist())):
         cells = [f"{'+' if gallery.labels[j] == queries.labels[qi] else '-'}"
-                 f"{class_names[int(gallery.labels[j])]} ({Path(gallery.paths[j]).name})"
-                 for j in nbrs]
-        query = f"{class_names[int(queries.labels[qi])]} ({Path(queries.paths[qi]).name})"
+                 f"{name(gallery.labels[j])} ({Path(gallery.paths[j]).name})" for j in nbrs]
+        query = f"{name(queries.labels[qi])} ({Path(queries.paths[qi]).name})"
         lines.append(f"{row}: {query} -> " + ", ".join(cells))
     (ctx.run_dir / "retrieval_grid.txt").write_text("\n".join(lines) + "\n")
-    if ctx.tb.writer is not None:
-        ctx.tb.writer.add_image("retrieval/grid", image, 0)
-    ctx.logger.info(f"retrieval picture grid ({len(chosen)} queries x top-{k}; green frame = same "
-                    f"class, red = other class) -> {path}")
+    ctx.logger.info(f"retrieval picture grid ({len(chosen)} queries x top-{k} filmstrips; tick + "
+                    f"solid frame = same class, cross + dashed = other class) -> {path}")
     return path

@@ -1,149 +1,405 @@
-"""Pictures of what was learned: retrieval grids, confusion matrices and other heatmaps.
+"""Pictures of what was learned and how training went, as matplotlib figures.
 
-Drawn with plain tensor operations and torchvision's make_grid: no plotting library. Images are
-uint8 tensors [3, H, W] in RGB order (TensorBoard's add_image layout); PNG files are written with
-OpenCV, already a dependency (torchvision 0.29 deprecates its own PNG encoder).
+Every ``*_figure`` function returns a :class:`matplotlib.figure.Figure` built without pyplot (no
+display, no global figure state; PNGs are rendered by the Agg canvas). :func:`save_figure` writes
+one as PNG and, given a TensorBoard writer, also sends it there with ``add_figure``.
+
+- :func:`confusion_figure`: row-normalised confusion matrix with class names, colour bar and a
+  worst-classes panel for large class sets (sorted by per-class accuracy).
+- :func:`retrieval_figure`: each query and its nearest gallery videos as filmstrips (several frames
+  across the clip), the class name under each, same-class neighbours marked by a tick and a solid
+  frame, other-class ones by a cross and a dashed frame (readable in greyscale too).
+- :func:`similarity_figure`: T' x T' timestep-similarity heatmaps side by side on one colour scale.
+- :func:`training_curves_figure`: every loss term and the learning rate of a run's ``log.jsonl``.
+- :func:`recall_curve_figure`: Recall@k against k, beside the recall of a random ranking.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torchvision.utils import make_grid
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
 
-GREEN = (0, 170, 0)
-RED = (220, 0, 0)
-QUERY = (40, 90, 230)          # blue frame around the query thumbnails
-WHITE = (255, 255, 255)
-# Colour map of heatmaps: 0 -> white, 1 -> dark blue (like matplotlib's "Blues" end points).
-LOW = (255, 255, 255)
-HIGH = (8, 48, 107)
+CMAP = "Blues"
+TICK = "\u2713"     # same class as the query
+CROSS = "\u2717"    # another class
+SAME_COLOR = "#1a9641"
+OTHER_COLOR = "#d7191c"
+QUERY_COLOR = "#2b5fd9"
 
 
-def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write a uint8 [3, H, W] RGB image (or [1, H, W] grey) as PNG, creating the folder."""
+def save_figure(fig: Figure, path: str | os.PathLike, tb_writer=None, tag: str | None = None,
+                dpi: int = 100) -> Path:
+    """Write ``fig`` as PNG (creating the folder); also to TensorBoard when a writer is given.
+
+    Args:
+        fig: the figure (closed afterwards when it went to TensorBoard).
+        path: the PNG file.
+        tb_writer: a ``SummaryWriter`` or None.
+        tag: the TensorBoard tag (required with ``tb_writer``).
+        dpi: resolution of the PNG.
+    Returns:
+        The PNG path.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"save_png expects uint8 [3, H, W], got {image.dtype} "
-                         f"{tuple(image.shape)}")
-    rgb = image.cpu().expand(3, -1, -1).permute(1, 2, 0).numpy()          # [H, W, 3]
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1])):
-        raise OSError(f"could not write PNG {path}")
+    fig.savefig(path, dpi=dpi, facecolor="white")
+    if tb_writer is not None:
+        if not tag:
+            raise ValueError("save_figure: a TensorBoard writer needs a tag")
+        tb_writer.add_figure(tag, fig, global_step=0)
     return path
 
 
+def _font_for(count: int, space_in: float) -> float:
+    """A tick-label font size (points) that fits ``count`` labels into ``space_in`` inches."""
+    return float(np.clip(space_in * 72.0 / max(count, 1) * 0.8, 3.0, 10.0))
+
+
 # --------------------------------------------------------------------------------------------
-# Thumbnails
+# Confusion matrix
 # --------------------------------------------------------------------------------------------
 
-def middle_frame(path: str, color: str = "rgb") -> np.ndarray:
-    """The middle frame of a video as uint8 [H, W, 3] (robust to headers that overstate length).
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "",
+                     worst: int = 20, sort_above: int = 30) -> Figure:
+    """Row-normalised confusion matrix (rows = true class, columns = predicted).
+
+    Each cell is the fraction of the true class's test videos predicted as the column's class, so
+    the diagonal is the per-class accuracy (recall). Up to ``sort_above`` classes the matrix keeps
+    the dataset's class order and every cell shows its percentage. Above that (UCF101's 101,
+    HMDB51's 51) classes are sorted by accuracy, best first, and a second panel lists the
+    ``worst`` classes with their accuracy and the class they are most often mistaken for.
+
+    Args:
+        cm: [C, C] integer counts.
+        class_names: C names.
+        title: first title line (e.g. checkpoint, split and top-1).
+        worst: classes in the worst-classes panel.
+        sort_above: class count from which rows and columns are sorted and the panel is added.
+    Returns:
+        The figure.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    n = cm.shape[0]
+    if cm.shape != (n, n) or len(class_names) != n:
+        raise ValueError(f"confusion_figure: matrix {cm.shape} and {len(class_names)} class names "
+                         "disagree")
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(support[:, None] > 0, cm / np.maximum(support[:, None], 1), np.nan)
+    acc = np.diag(norm)                                               # [C], NaN without videos
+    large = n > sort_above
+    order = (np.lexsort((np.arange(n), -np.nan_to_num(acc, nan=-1.0))) if large
+             else np.arange(n))
+    side = float(np.clip(0.32 * n, 4.5, 15.0))                     # inches of the matrix panel
+    width = side + 2.5 + (6.5 if large else 0.0)
+    fig = Figure(figsize=(width, side + 3.2), layout="constrained")
+    ax_worst = None
+    if large:
+        panel_h = min(side, 0.3 * min(worst, n) + 1.0)
+        grid = fig.add_gridspec(2, 2, width_ratios=[side + 1.5, 5.5],
+                                height_ratios=[panel_h, side + 3.2 - panel_h])
+        ax, ax_worst = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[0, 1])
+    else:
+        ax = fig.subplots(1, 1)
+    shown = norm[np.ix_(order, order)]
+    names = [str(class_names[i]) for i in order]
+    # square-root colour scale: the few-percent confusions of a large set stay visible
+    im = ax.imshow(np.ma.masked_invalid(shown), cmap=CMAP, norm=PowerNorm(0.5, 0.0, 1.0),
+                   interpolation="nearest")
+    font = _font_for(n, side)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class" + (" (sorted by accuracy, best first)" if large else ""))
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(shown[i, j]) and cm[order[i], order[j]] > 0:
+                    ax.text(j, i, f"{shown[i, j]:.0%}\n({int(cm[order[i], order[j]])})",
+                            ha="center", va="center", fontsize=8,
+                            color="white" if shown[i, j] > 0.4 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.6, pad=0.01, label="fraction of the true class's videos "
+                 "(square-root scale)")
+    total = int(support.sum())
+    correct = int(np.trace(cm))
+    subtitle = f"{n} classes, {total} test videos, {correct} correct"
+    ax.set_title((title + "\n" if title else "") + subtitle, fontsize=11)
+    if ax_worst is not None:
+        _worst_panel(ax_worst, cm, norm, acc, class_names, worst)
+    return fig
+
+
+def _worst_panel(ax, cm: np.ndarray, norm: np.ndarray, acc: np.ndarray,
+                 class_names: Sequence[str], worst: int) -> None:
+    """Horizontal bars of the lowest per-class accuracies, each with its commonest confusion."""
+    n = cm.shape[0]
+    listed = [i for i in np.argsort(np.nan_to_num(acc, nan=np.inf), kind="stable")
+              if np.isfinite(acc[i])][:worst]
+    ys = np.arange(len(listed))
+    ax.barh(ys, [100 * acc[i] for i in listed], color="#9ecae1", edgecolor="#08519c")
+    ax.set_yticks(ys, [str(class_names[i]) for i in listed], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("per-class accuracy (%)")
+    ax.set_title(f"the {len(listed)} worst classes: accuracy \u2192 commonest wrong prediction",
+                 fontsize=10)
+    for y, i in zip(ys, listed):
+        off = cm[i].copy()
+        off[i] = -1
+        j = int(np.argmax(off))
+        label = f"{100 * acc[i]:.0f}%"
+        if n > 1 and off[j] > 0:
+            label += f"  \u2192 {class_names[j]} ({100 * norm[i, j]:.0f}%)"
+        ax.text(100 * acc[i] + 1, y, label, va="center", fontsize=7)
+
+
+# --------------------------------------------------------------------------------------------
+# Retrieval
+# --------------------------------------------------------------------------------------------
+
+def filmstrip_indices(frame_count: int, frames: int = 4) -> list[int]:
+    """``frames`` frame indices spread evenly over a video of ``frame_count`` frames (centres of
+    equal segments, so the strip spans the clip without its very first and last frame)."""
+    count = max(1, frame_count)
+    return sorted({min(count - 1, int((i + 0.5) * count / frames)) for i in range(frames)})
+
+
+def filmstrip(path: str, frames: int = 4, height: int = 64) -> np.ndarray:
+    """Several frames across a video, side by side, as uint8 [height, W, 3] RGB (aspect kept).
 
     Raises:
         dataloaders.video.VideoDecodeError: when the video cannot be read.
     """
+    import cv2
+
     from dataloaders.video import decode_frames, probe_video
-    n = max(1, probe_video(path).frame_count)
-    decoded = decode_frames(path, [n // 2], color=color)
-    if len(decoded.indices) == 0:
-        real = decoded.real_frame_count or 1
-        decoded = decode_frames(path, [real // 2], color=color)
-    return decoded.frames[0]
+    decoded = decode_frames(path, filmstrip_indices(probe_video(path).frame_count, frames),
+                            color="rgb")
+    if len(decoded.indices) < frames and decoded.real_frame_count:   # the header overstated it
+        decoded = decode_frames(path, filmstrip_indices(decoded.real_frame_count, frames),
+                                color="rgb")
+    images = []
+    for frame in decoded.frames:                                      # [H0, W0, 3]
+        width = max(1, round(frame.shape[1] * height / frame.shape[0]))
+        images.append(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA))
+        images.append(np.full((height, 2, 3), 255, dtype=np.uint8))  # white gap between frames
+    return np.concatenate(images[:-1], axis=1)
 
 
-def thumbnail(frame: np.ndarray | torch.Tensor, size: tuple[int, int] = (96, 128)) -> torch.Tensor:
-    """Resize a frame to ``size`` (H, W): uint8 [H0, W0, 3] (numpy) or [3, H0, W0] -> [3, H, W]."""
-    t = torch.as_tensor(frame)
-    if t.dim() == 3 and t.shape[-1] == 3 and t.shape[0] != 3:
-        t = t.permute(2, 0, 1)                                           # [3, H0, W0]
-    t = F.interpolate(t.unsqueeze(0).float(), size=size, mode="bilinear", align_corners=False,
-                      antialias=True)
-    return t.squeeze(0).round().clamp(0, 255).to(torch.uint8)
-
-
-def with_border(image: torch.Tensor, color: Sequence[int], width: int = 4) -> torch.Tensor:
-    """A coloured frame of ``width`` px around a uint8 [3, H, W] image -> [3, H+2w, W+2w]."""
-    _, h, w = image.shape
-    out = torch.tensor(color, dtype=torch.uint8).view(3, 1, 1).repeat(1, h + 2 * width,
-                                                                     w + 2 * width)
-    out[:, width:width + h, width:width + w] = image
-    return out
-
-
-def retrieval_grid(queries: torch.Tensor, neighbours: torch.Tensor, correct: torch.Tensor,
-                   border: int = 4, padding: int = 3) -> torch.Tensor:
-    """One row per query: its thumbnail (blue frame), then its top-k gallery thumbnails, each framed
-    green when it has the query's class and red when not.
+def retrieval_figure(query_strips: Sequence[np.ndarray], neighbour_strips: Sequence[Sequence],
+                     correct: np.ndarray, query_names: Sequence[str],
+                     neighbour_names: Sequence[Sequence[str]], title: str = "") -> Figure:
+    """Queries (left column) and their nearest gallery videos (right, nearest first).
 
     Args:
-        queries: uint8 [Q, 3, H, W] query thumbnails.
-        neighbours: uint8 [Q, k, 3, H, W] thumbnails of the k nearest gallery videos, nearest first.
-        correct: bool [Q, k], True where the neighbour's class equals the query's.
-        border: width of the coloured frames in px.
-        padding: white space between cells in px.
+        query_strips: Q filmstrips, uint8 [h, w, 3] each (see :func:`filmstrip`).
+        neighbour_strips: Q rows of k filmstrips.
+        correct: bool [Q, k], True where the neighbour has the query's class.
+        query_names, neighbour_names: class names, [Q] and [Q][k].
+        title: figure title.
     Returns:
-        uint8 [3, H_grid, W_grid].
+        The figure: a tick and a solid frame mark same-class neighbours, a cross and a dashed
+        frame other-class ones (the marks survive greyscale printing).
     """
+    correct = np.asarray(correct, dtype=bool)
     q, k = correct.shape
-    if queries.shape[0] != q or neighbours.shape[:2] != (q, k):
-        raise ValueError(f"retrieval_grid: queries {tuple(queries.shape)}, neighbours "
-                         f"{tuple(neighbours.shape)} and correct {tuple(correct.shape)} disagree")
-    cells = []
-    for i in range(q):
-        cells.append(with_border(queries[i], QUERY, border))
+    if (len(query_strips) != q or len(neighbour_strips) != q
+            or any(len(row) != k for row in neighbour_strips)):
+        raise ValueError(f"retrieval_figure: {len(query_strips)} queries and neighbour rows "
+                         f"{[len(r) for r in neighbour_strips]} disagree with correct "
+                         f"{correct.shape}")
+    aspect = float(np.mean([s.shape[1] / s.shape[0] for s in query_strips]))   # width / height
+    cell_w = float(np.clip(0.85 * aspect, 1.6, 3.6))                # inches per filmstrip
+    cell_h = cell_w / aspect
+    fig = Figure(figsize=((k + 1.15) * cell_w, q * (cell_h + 0.3) + 0.8), layout="constrained")
+    axes = fig.subplots(q, k + 2, squeeze=False, width_ratios=[1.0, 0.15] + [1.0] * k)
+    for row in range(q):
+        axes[row, 1].axis("off")                                     # gap: query | neighbours
+        _strip(axes[row, 0], query_strips[row], f"query: {query_names[row]}", QUERY_COLOR, "-")
         for j in range(k):
-            cells.append(with_border(neighbours[i, j], GREEN if correct[i, j] else RED, border))
-    return make_grid(torch.stack(cells), nrow=k + 1, padding=padding, pad_value=255)
+            ok = bool(correct[row, j])
+            _strip(axes[row, j + 2], neighbour_strips[row][j],
+                   f"{TICK if ok else CROSS} {neighbour_names[row][j]}",
+                   SAME_COLOR if ok else OTHER_COLOR, "-" if ok else "--")
+    axes[0, 0].set_title("test query", fontsize=9, fontweight="bold")
+    for j in range(k):
+        axes[0, j + 2].set_title(f"neighbour {j + 1}", fontsize=9, fontweight="bold")
+    hits = int(correct[:, 0].sum())
+    fig.suptitle((title + "\n" if title else "")
+                 + f"{TICK} solid frame = same class as the query, {CROSS} dashed = other class; "
+                   f"nearest neighbour correct for {hits} of {q} queries", fontsize=10)
+    return fig
+
+
+def _strip(ax, image: np.ndarray, label: str, color: str, linestyle: str) -> None:
+    ax.imshow(image, aspect="equal", interpolation="antialiased")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(color)
+        spine.set_linewidth(3.0)
+        spine.set_linestyle(linestyle)
+    ax.set_xlabel(label, fontsize=8, labelpad=2)
 
 
 # --------------------------------------------------------------------------------------------
-# Heatmaps
+# Temporal similarity
 # --------------------------------------------------------------------------------------------
 
-def heatmap(values: np.ndarray | torch.Tensor, vmin: float = 0.0, vmax: float = 1.0,
-            max_side: int = 800, min_cell: int = 4, grid: bool = True) -> torch.Tensor:
-    """A matrix drawn as coloured cells, white (vmin) to dark blue (vmax); NaN cells are grey.
+def similarity_figure(matrices: Mapping[str, np.ndarray], means: Mapping[str, float],
+                      title: str = "") -> Figure:
+    """T' x T' cosine similarities between feature-map timesteps, one panel per checkpoint.
 
     Args:
-        values: [R, C] numbers.
-        vmin, vmax: values mapped to the two ends of the colour map (clipped outside).
-        max_side: cell size is chosen so that the longer side is at most this (but >= min_cell).
-        grid: thin light-grey lines between cells when cells are at least 6 px.
+        matrices: label -> [T', T'] similarity matrix (values in [0, 1]).
+        means: label -> mean off-diagonal value, printed on the panel.
+        title: figure title.
     Returns:
-        uint8 [3, R * cell, C * cell].
+        The figure; every panel uses the colour scale [0, 1], so panels compare directly.
     """
-    v = torch.as_tensor(np.asarray(values, dtype=np.float64)).float()   # [R, C]
-    rows, cols = v.shape
-    cell = max(min_cell, max_side // max(rows, cols, 1))
-    nan = torch.isnan(v)
-    t = ((v - vmin) / max(vmax - vmin, 1e-12)).clamp(0, 1).nan_to_num(0.0)  # [R, C]
-    low = torch.tensor(LOW, dtype=torch.float32).view(3, 1, 1)
-    high = torch.tensor(HIGH, dtype=torch.float32).view(3, 1, 1)
-    img = low + (high - low) * t.unsqueeze(0)                            # [3, R, C]
-    img[:, nan] = 160.0
-    img = img.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)  # [3, R*cell, C*cell]
-    if grid and cell >= 6:
-        img[:, ::cell, :] = 220.0
-        img[:, :, ::cell] = 220.0
-    return img.round().to(torch.uint8)
+    labels = list(matrices)
+    if not labels:
+        raise ValueError("similarity_figure: no matrices")
+    fig = Figure(figsize=(max(6.8, 3.4 * len(labels) + 1.4), 4.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True))
+    im = None
+    for ax, label in zip(axes, labels):
+        m = np.asarray(matrices[label], dtype=np.float64)
+        t = m.shape[0]
+        im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_xticks(range(t))
+        ax.set_yticks(range(t))
+        ax.set_xlabel("timestep")
+        if t <= 8:
+            for i in range(t):
+                for j in range(t):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="black" if m[i, j] > 0.6 else "white")
+        ax.set_title(f"{label}\nmean off-diagonal {means[label]:.3f}", fontsize=10)
+    axes[0].set_ylabel("timestep")
+    fig.colorbar(im, ax=list(axes), shrink=0.85, label="cosine similarity")
+    fig.suptitle(title or "similarity between the timesteps of the feature map "
+                          "(lower off-diagonal = more temporal diversity)", fontsize=10)
+    return fig
 
 
-def confusion_image(cm: np.ndarray, max_side: int = 800) -> torch.Tensor:
-    """Row-normalised confusion matrix as a heatmap (row = true class, column = predicted):
-    the diagonal is each class's recall. Rows without videos are grey.
+# --------------------------------------------------------------------------------------------
+# Training curves and Recall@k
+# --------------------------------------------------------------------------------------------
+
+def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-epoch records of ``<run_dir>/log.jsonl`` (final-result records left out).
+
+    Raises:
+        FileNotFoundError: naming the file when the run folder has no log.
+    """
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path}")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if "epoch" in r and not r.get("final")]
+
+
+def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
+    """Every loss term and the learning rate of a run against its training step.
+
+    Args:
+        records: per-epoch records of log.jsonl (pretraining: ``step``, ``lr``, ``loss_*``;
+            classification: ``epoch``, ``lr``, ``loss`` and accuracies). A run resumed into the
+            same folder repeats epochs; the last record of each epoch wins.
+        title: figure title (e.g. the run folder).
+    Returns:
+        Panels sharing the x axis: the total loss (``loss`` or ``loss_total``), the other
+        ``loss_*`` terms, the learning rate (log scale). x is the global step at the end of each
+        epoch when the records have one, else the number of epochs done.
+    """
+    by_epoch = {int(r["epoch"]): r for r in records}
+    rows = [by_epoch[e] for e in sorted(by_epoch)]
+    if not rows:
+        raise ValueError("training_curves_figure: the log has no epoch records")
+    use_step = all("step" in r for r in rows)
+    xs = [r["step"] if use_step else r["epoch"] + 1 for r in rows]
+    keys = [k for k in rows[0] if k.startswith("loss") and isinstance(rows[0][k], (int, float))]
+    totals = [k for k in keys if k in ("loss", "loss_total")]
+    terms = [k for k in keys if k not in totals]
+    # the total (a sum of terms) gets its own panel, so that the terms keep a readable scale
+    panels = [group for group in (totals, terms) if group]
+    if not panels:
+        raise ValueError("training_curves_figure: the records hold no loss value")
+    fig = Figure(figsize=(8.0, 3.0 + 2.4 * len(panels)), layout="constrained")
+    *loss_axes, ax_lr = fig.subplots(len(panels) + 1, 1, sharex=True,
+                                     height_ratios=[2] * len(panels) + [1.2])
+    for ax, group in zip(loss_axes, panels):
+        for key in group:
+            total = key in totals
+            ax.plot(xs, [r.get(key, np.nan) for r in rows], marker="o", markersize=3,
+                    linewidth=2.2 if total else 1.4, label=key.removeprefix("loss_"),
+                    color="black" if total else None)
+        ax.set_ylabel("epoch-mean " + ("loss" if group is totals else "loss term"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncols=min(len(group), 4))
+    ax_loss = loss_axes[0]
+    ax_lr.plot(xs, [r["lr"] for r in rows], marker="o", markersize=3, color="tab:purple")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("training step (end of epoch)" if use_step else "epochs done")
+    ax_lr.grid(alpha=0.3, which="both")
+    span = f"{len(rows)} epochs" + (f", {xs[-1]} steps" if use_step else "")
+    ax_loss.set_title((title + "\n" if title else "") + span, fontsize=10)
+    return fig
+
+
+def recall_curve_figure(recalls: Mapping[int, float], chance: Mapping[int, float] | None = None,
+                        title: str = "") -> Figure:
+    """Recall@k (percent) against k, log-scaled k axis, each point labelled with its value.
+
+    Args:
+        recalls: {k: recall in percent}.
+        chance: {k: recall of a random ranking in percent} (``metrics.chance_recall_at_k``).
+        title: figure title.
+    """
+    ks = sorted(recalls)
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(ks, [recalls[k] for k in ks], marker="o", linewidth=2, label="this backbone")
+    for k in ks:
+        ax.annotate(f"{recalls[k]:.1f}", (k, recalls[k]), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8)
+    if chance:
+        ck = sorted(chance)
+        ax.plot(ck, [chance[k] for k in ck], linestyle="--", marker="x", color="grey",
+                label="random ranking (chance)")
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_ylim(0, 110)
+    ax.set_xlabel("k (nearest gallery videos considered)")
+    ax.set_ylabel("Recall@k (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or "Recall@k: a query counts when any of its k nearest has its class",
+                 fontsize=10)
+    return fig
+
+
+def write_training_curves(run_dir: str | os.PathLike, tb_writer=None) -> Path | None:
+    """``<run_dir>/training_curves.png`` from its log.jsonl (and TensorBoard when given).
 
     Returns:
-        uint8 [3, H, W].
+        The PNG path, or None when the log has no epoch record yet (nothing to draw).
+    Raises:
+        FileNotFoundError: when the folder has no log.jsonl.
     """
-    cm = np.asarray(cm, dtype=np.float64)
-    support = cm.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(support > 0, cm / np.maximum(support, 1), np.nan)
-    return heatmap(norm, 0.0, 1.0, max_side=max_side)
+    run_dir = Path(run_dir)
+    records = read_log(run_dir)
+    if not records:
+        return None
+    fig = training_curves_figure(records, title=f"training curves of {run_dir}")
+    return save_figure(fig, run_dir / "training_curves.png", tb_writer, "train/curves")

@@ -30,7 +30,7 @@ import torchvision.transforms.functional as PF
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataloaders.datasets import TCLRPretrainDataset  # noqa: E402
-from dataloaders.sampling import pad_tclr_indices, random_tclr_indices  # noqa: E402
+from dataloaders.sampling import TCLRSampler  # noqa: E402
 from dataloaders.video import decode_frames, probe_video  # noqa: E402
 
 
@@ -103,7 +103,8 @@ def naive_sample(path: str, rng: np.random.Generator) -> list[torch.Tensor]:
     """Decode every frame, augment the frames of the 10 clips one by one: 10 tensors [16, 3, 112, 112]."""
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    _, sparse, dense = random_tclr_indices(total, rng)
+    drawn = TCLRSampler().draw(total, rng)                              # [1+K, T]
+    sparse, dense = drawn[0], drawn[1:]
     clips = [sparse, sparse] + [d for d in dense for _ in range(2)]  # 10 clips (index lists)
     params = [naive_params(rng, int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))) for _ in clips]
@@ -125,9 +126,8 @@ def naive_sample(path: str, rng: np.random.Generator) -> list[torch.Tensor]:
 
 # ----------------------------------------------------------------------------- timing
 def decode_only_sample(path: str, total: int, rng: np.random.Generator) -> None:
-    start, sparse, dense = random_tclr_indices(total, rng)
-    sparse, dense = pad_tclr_indices(sparse, dense, total)
-    decode_frames(path, np.concatenate([sparse, dense.ravel()]))
+    indices, _ = TCLRSampler()(total, rng)                              # [1+K, T], padded
+    decode_frames(path, indices.ravel())
 
 
 def measure(methods: dict, seconds: float, rounds: int = 4) -> dict:

@@ -5,34 +5,53 @@ mini_ablation.sh).
     python scripts/summarize_runs.py "random init=runs/demo/random" "TCLR=runs/demo/tclr"
 
 Each LABEL=DIR names a folder holding the runs of one initialisation; every results.json below it
-contributes its metrics: linear/finetune "top1", retrieval "recall@1" and "recall@5". Several
-results of one kind in a folder (seeds) are shown as mean +- std.
+contributes its metrics: linear/finetune "top1", retrieval "recall@1" and "recall@5"; every
+temporal_diversity.json (scripts/temporal_diversity.py) below it with one checkpoint contributes
+its mean off-diagonal timestep similarity (lower = the timesteps of a clip's features differ more).
+Several results of one kind in a folder (seeds) are shown as mean +- std.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.analysis import RESULTS_FILE as DIVERSITY_FILE  # noqa: E402
 from engine.metrics import (ResultsFileError, aggregate_results, format_mean_std,  # noqa: E402
                             load_results)
 
 COLUMNS = (("linear", "top1", "linear top-1 %"), ("finetune", "top1", "finetune top-1 %"),
-           ("retrieval", "recall@1", "R@1 %"), ("retrieval", "recall@5", "R@5 %"))
+           ("retrieval", "recall@1", "R@1 %"), ("retrieval", "recall@5", "R@5 %"),
+           ("temporal_diversity", "mean_offdiag", "timestep similarity"))
+
+
+def diversity_results(folder: Path) -> list[dict]:
+    """One pseudo-result {"job": "temporal_diversity", "mean_offdiag"} per temporal_diversity.json
+    under ``folder`` that measured a single checkpoint (several checkpoints: a comparison figure,
+    not one initialisation's value; skipped)."""
+    out = []
+    for path in sorted(folder.rglob(DIVERSITY_FILE)):
+        entries = json.loads(path.read_text())["checkpoints"]
+        if len(entries) == 1:
+            out.append({"job": "temporal_diversity", "mean_offdiag": entries[0]["mean_offdiag"]})
+    return out
 
 
 def row(folder: Path) -> dict[str, str]:
     """Metrics of the results.json files under ``folder``, by column title."""
-    results = load_results(sorted(folder.rglob("results.json")))
+    results = load_results(sorted(folder.rglob("results.json"))) + diversity_results(folder)
     cells = {}
     for job, key, title in COLUMNS:
         mine = [r for r in results if r.get("job") == job and key in r]
         if mine:
             entry = aggregate_results(mine, keys=[key])["metrics"][key]
-            cells[title] = format_mean_std(entry) if len(mine) > 1 else f"{entry['mean']:.1f}"
+            digits = 3 if job == "temporal_diversity" else 1  # a cosine similarity, not a percentage
+            cells[title] = (format_mean_std(entry, digits) if len(mine) > 1
+                            else f"{entry['mean']:.{digits}f}")
     return cells
 
 

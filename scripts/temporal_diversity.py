@@ -34,8 +34,10 @@ DEFAULT_OUT_DIR = "runs/temporal_diversity"
 OWN_FLAGS = ("checkpoints", "max_videos", "config", "print_config")
 
 
-def parse_args(argv: list[str] | None) -> tuple[config.RetrievalConfig, list[str], int, bool]:
-    """(config, checkpoints, max_videos, print_config_only) from the command line.
+def parse_args(argv: list[str] | None
+               ) -> tuple[config.RetrievalConfig, list[str], int, dict[str, str] | None]:
+    """(config, checkpoints, max_videos, sources) from the command line; ``sources`` (where each
+    value came from, see config.value_sources) only with --print-config, else None.
 
     The flags are those of the retrieval job (config.RetrievalConfig, parsed and validated by
     config.parse_config) plus the positional checkpoints and --max-videos.
@@ -54,16 +56,17 @@ def parse_args(argv: list[str] | None) -> tuple[config.RetrievalConfig, list[str
     for key, value in vars(args).items():
         if key not in OWN_FLAGS:
             flags += ["--" + key.replace("_", "-"), value]
-    cfg, _ = config.parse_config("retrieval", flags)
+    cfg, parsed = config.parse_config("retrieval", flags)
     if "out_dir" not in vars(args) and cfg.out_dir == config.RetrievalConfig().out_dir:
         cfg.out_dir = DEFAULT_OUT_DIR  # not the retrieval job's folder, unless a config file says so
-    return cfg, list(args.checkpoints), args.max_videos, args.print_config
+    sources = config.value_sources("retrieval", parsed) if args.print_config else None
+    return cfg, list(args.checkpoints), args.max_videos, sources
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, checkpoints, max_videos, print_only = parse_args(argv)
-    if print_only:
-        print(config.describe(cfg))
+    cfg, checkpoints, max_videos, sources = parse_args(argv)
+    if sources is not None:
+        print(config.describe(cfg, sources))
         print(f"  {'checkpoints':28s} {checkpoints!r}\n  {'max_videos':28s} {max_videos!r}")
         return 0
     from engine.analysis import run

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from engine.analysis import (
     SimilarityAccumulator,
     checkpoint_labels,
     evenly_spaced,
     mean_off_diagonal,
-    similarity_image,
+    similarity_figure,
     timestep_similarity,
 )
+from tests.pictures import assert_picture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,9 +101,17 @@ def test_labels_subsets_and_image():
     assert checkpoint_labels(names) == ["random", "tclr_best", "ic_best", "my_model", "my_model_2"]
     assert evenly_spaced(list(range(10)), 3) == [0, 4, 9]  # ends included, spread evenly
     assert evenly_spaced([1, 2], 0) == [1, 2] and evenly_spaced([1, 2], 5) == [1, 2]
-    image = similarity_image(torch.eye(4, dtype=torch.float64), side=64)
-    assert image.dtype == torch.uint8 and image.shape == (3, 64, 64)
-    assert image[:, 8, 8].tolist() != image[:, 8, 24].tolist()  # diagonal (1) vs off-diagonal (0)
+    document = {"protocol": {"videos": 7}, "checkpoints": [
+        {"label": "random", "matrix": torch.full((4, 4), 0.8).tolist(), "mean_offdiag": 0.8},
+        {"label": "tclr_best", "matrix": torch.eye(4).tolist(), "mean_offdiag": 0.0}]}
+    fig = similarity_figure(document)                  # both checkpoints side by side
+    panels = [ax for ax in fig.get_axes() if ax.images]
+    assert [ax.get_title() for ax in panels] == ["random\nmean off-diagonal 0.800",
+                                                 "tclr_best\nmean off-diagonal 0.000"]
+    assert all(ax.images[0].get_clim() == (0.0, 1.0) for ax in panels)    # one shared scale
+    assert "over 7 test videos" in fig._suptitle.get_text()
+    only = similarity_figure(document, ["tclr_best"])
+    assert len([ax for ax in only.get_axes() if ax.images]) == 1
 
 
 # ----------------------------------------------------------------------------- the script
@@ -130,8 +138,6 @@ def test_parse_args_reuses_retrieval_config():
         script.parse_args(["random", "--checkpoint", "a.pth"])
 
 
-# torchvision 0.29 deprecates its PNG codecs in favour of TorchCodec; they still work
-@pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 def test_script_on_tiny_dataset_writes_png_json_and_tensorboard(tiny_ucf, tmp_path):
     ckpt = tmp_path / "demo" / "checkpoints" / "best.pth"
     ckpt.parent.mkdir(parents=True)
@@ -152,8 +158,8 @@ def test_script_on_tiny_dataset_writes_png_json_and_tensorboard(tiny_ucf, tmp_pa
         torch.testing.assert_close(matrix.diagonal(), torch.ones(4, dtype=torch.float64))
         assert 0.0 <= entry["mean_offdiag"] <= 1.0
         assert entry["mean_offdiag"] == pytest.approx(mean_off_diagonal(matrix))
-        image = torchvision.io.read_image(str(out / f"similarity_{entry['label']}.png"))
-        assert image.dtype == torch.uint8 and image.shape[0] == 3 and min(image.shape[1:]) >= 64
+        image = assert_picture(out / f"similarity_{entry['label']}.png", 300, 400)
     assert entries[0]["matrix"] != entries[1]["matrix"]  # the checkpoint's weights were used
-    assert torchvision.io.read_image(str(out / "similarity_all.png")).shape[2] > image.shape[2] * 2
+    both = assert_picture(out / "similarity_all.png", 300, 400)      # the two side by side
+    assert both.shape[1] > image.shape[1]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))

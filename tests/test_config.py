@@ -113,3 +113,84 @@ def test_script_reports_bad_flag_without_traceback():
     assert proc.returncode == 2
     assert "error: unknown option --batch-sise" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# --help by section, per job; --print-config sources
+# --------------------------------------------------------------------------------------------
+
+def _help(job: str, show_all: bool = False) -> str:
+    return config.build_parser(job, show_all=show_all).format_help()
+
+
+def test_help_is_grouped_and_shows_only_the_jobs_flags():
+    retrieval, pretrain = _help("retrieval"), _help("pretrain")
+    # pretraining-only and synthetic-generator flags are not in retrieval's help...
+    for flag in ("--sparse-stride", "--augment-on", "--color-ops", "--synthetic-classes",
+                 "--synthetic-frames",
+                 "--lr", "--temperature", "--w-local-local", "--resume", "--log-every-steps",
+                 "--max-steps-per-epoch", "--select", "--bn-mode"):
+        assert flag not in retrieval, flag
+    # ...but in pretraining's, and retrieval's own flags are not in pretraining's
+    for flag in ("--sparse-stride", "--synthetic-classes", "--temperature", "--resume"):
+        assert flag in pretrain, flag
+    for flag in ("--num-grid-queries", "--ks", "--num-clips", "--checkpoint"):
+        assert flag in retrieval and flag not in pretrain, flag
+    assert "--select" in _help("linear") and "--bn-mode" not in _help("finetune")
+    # sections in order; retrieval has no optimisation or loss section
+    titles = [line[:-1] for line in pretrain.splitlines() if line in
+              {f"{s}:" for s in config.HELP_SECTIONS}]
+    assert titles == ["data", "model", "optimisation", "loss", "runtime"]
+    assert "\noptimisation:\n" not in retrieval and "\nloss:\n" not in retrieval
+    loss = pretrain.split("\nloss:\n", 1)[1].split("\nruntime:\n", 1)[0]
+    assert "--temperature" in loss and "--w-ic-global" in loss and "--lr" not in loss
+    # the presets, described
+    assert "presets (--preset NAME" in retrieval
+    assert "demo               CPU-sized" in retrieval and "ucf101_c3d" in retrieval
+    assert "synthetic_classes" not in retrieval       # preset values of hidden flags not listed
+
+
+def test_hidden_flags_are_still_accepted_and_help_all_lists_them():
+    cfg, _ = parse_config("retrieval", ["--synthetic-classes", "3", "--sparse-stride", "2"])
+    assert cfg.data.synthetic_classes == 3 and cfg.data.sparse_stride == 2
+    everything = _help("retrieval", show_all=True)
+    assert "--synthetic-classes" in everything and "--augment-on" in everything
+    proc = subprocess.run([sys.executable, "nn_retrieval.py", "--help-all"], capture_output=True,
+                          text=True, cwd=config.__file__.rsplit("/", 1)[0])
+    assert proc.returncode == 0 and "--synthetic-frames" in proc.stdout
+
+
+def test_print_config_names_each_values_source(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.002\ndata:\n  split: 2\n")
+    argv = ["--preset", "demo", "--config", str(path), "--epochs", "3", "--print-config"]
+    cfg, args = parse_config("pretrain", argv)
+    sources = config.value_sources("pretrain", args)
+    assert sources["width"] == "preset demo"
+    assert sources["lr"] == sources["split"] == f"file {path}"
+    assert sources["epochs"] == "flag --epochs" and sources["preset"] == "flag --preset"
+    assert sources["temperature"] == "default" and sources["num_local"] == "derived"
+    lines = config.describe(cfg, sources).splitlines()
+    assert any(line.split()[0] == "width" and line.endswith("# preset demo") for line in lines)
+    # a flag beats the file, the file beats the preset
+    _, args = parse_config("pretrain", argv + ["--lr", "0.5", "--width", "8"])
+    assert config.value_sources("pretrain", args)["lr"] == "flag --lr"
+    path.write_text("preset: demo\nwidth: 32\n")
+    _, args = parse_config("pretrain", ["--config", str(path)])
+    sources = config.value_sources("pretrain", args)
+    assert sources["width"] == f"file {path}" and sources["resolution"] == "preset demo"
+    assert sources["preset"] == f"file {path}"
+    proc = subprocess.run([sys.executable, "train_pretrain.py", *argv], capture_output=True,
+                          text=True, cwd=config.__file__.rsplit("/", 1)[0])
+    assert proc.returncode == 0 and "# flag --epochs" in proc.stdout
+
+
+def test_synthetic_generator_help_shows_defaults():
+    proc = subprocess.run([sys.executable, "-m", "dataloaders.synthetic", "--help"],
+                          capture_output=True, text=True, cwd=config.__file__.rsplit("/", 1)[0])
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())               # argparse wraps lines
+    for fragment in ("number of classes, 2..12 (default: 10)",
+                     "videos per class, >= 4 (default: 12)",
+                     "frames per video (default: 150)", "(default: 25.0)"):
+        assert fragment in text, fragment

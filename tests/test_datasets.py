@@ -142,7 +142,7 @@ def test_overstating_header_redraws_for_the_real_length(vids):
         second = ds[(0, seed)]                     # now with the real count cached in this process
         assert first["failures"] == [] and torch.equal(first["clips"], second["clips"])
     with V.VideoReader(path) as reader:
-        decoded, indices = _decode_clips(reader, np.random.default_rng(0), ds._draw, ds._pad)
+        decoded, indices, _ = _decode_clips(reader, np.random.default_rng(0), ds.sampler)
     assert indices.max() < real and decoded.real_frame_count in (None, real)
 
 
@@ -243,3 +243,56 @@ def test_on_the_synthetic_dataset(tiny_ucf):
     clip = ClipDataset(train, size=S)[(1, 2)]
     assert clip["clip"].shape == (3, 16, S, S) and clip["label"] == train[1][1]
     assert MultiClipDataset(test, num_clips=3, size=S)[0]["clips"].shape == (3, 3, 16, S, S)
+
+
+@pytest.fixture
+def used_indices(monkeypatch):
+    """Records the padded frame indices every dataset item is built from (the positions it takes
+    from the decoded frames), so the tests below see what the datasets actually sample."""
+    from dataloaders import datasets as dsm
+    seen = []
+    original = dsm._pool_positions
+
+    def spy(decoded, indices):
+        seen.append(np.asarray(indices).tolist())
+        return original(decoded, indices)
+    monkeypatch.setattr(dsm, "_pool_positions", spy)
+    return seen
+
+
+def test_pinned_index_tables_through_the_datasets(tmp_path, used_indices):
+    """Literal index tables for fixed item seeds: the samplers must keep drawing these exactly.
+
+    The random starts were recorded once (seeded numpy draws); the rest follows the spec by hand:
+    TCLR sparse start + 4 i and dense starts start + 16 j; clips at stride 2; evaluation starts
+    int(linspace(0, N - 42, C)) (80 frames, 5 clips: 0, 9.5, 19, 28.5, 38) and start_i = i when
+    negative; mirror padding p -> 2 (v - 1) - p."""
+    v80 = make_video(str(tmp_path / "v80.avi"), 80, fourcc="MJPG")
+    v60 = make_video(str(tmp_path / "v60.avi"), 60, fourcc="MJPG")
+    v24 = make_video(str(tmp_path / "v24.avi"), 24, fourcc="MJPG")
+    tclr = TCLRPretrainDataset([(v80, 0)], size=S, augment_on="device")
+    for key, start in [((0, 1234), 6), ((0, 7), 14)]:
+        tclr[key]
+        table = used_indices.pop()
+        assert table[0] == [start + 4 * i for i in range(16)]
+        assert table[1:] == [[start + 16 * j + i for i in range(16)] for j in range(4)]
+    TCLRPretrainDataset([(v60, 0)], size=S)[(0, 5)]           # N <= 64: start 0, mirror padded
+    assert used_indices.pop() == [[0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 52],
+                                  list(range(16)), list(range(16, 32)), list(range(32, 48)),
+                                  list(range(48, 60)) + [58, 57, 56, 55]]
+    clips = ClipDataset([(v80, 0)], size=S)
+    for seed, start in [(1, 1), (2, 30), (3, 19)]:
+        clips[(0, seed)]
+        assert used_indices.pop() == [[start + 2 * i for i in range(16)]]
+    ClipDataset([(v24, 0)], size=S)[(0, 9)]
+    assert used_indices.pop() == [[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 20, 18, 16, 14]]
+    item = MultiClipDataset([(v80, 0)], num_clips=5, size=S)[0]
+    assert [clip[0] for clip in used_indices.pop()] == [0, 9, 19, 28, 38]
+    assert item["clip_mask"].all()
+    item = MultiClipDataset([(v24, 0)], num_clips=10, size=S)[0]
+    table = used_indices.pop()
+    mirrored = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 20, 18, 16, 14]
+    assert table[0] == mirrored and table[7] == [7, 9, 11, 13, 15, 17, 19, 21, 23, 21, 19, 17, 15,
+                                                 13, 11, 9]
+    assert table[8] == table[9] == mirrored                    # too short to pad: copies of clip 0
+    assert item["clip_mask"].tolist() == [True] * 8 + [False] * 2

@@ -213,3 +213,50 @@ def test_temporal_signal_check_memorises_a_fixed_batch(tiny_ucf, capsys):
     assert collapse == pytest.approx(4 * math.log(7), abs=0.01)
     assert fixed < 0.5 * collapse  # the plumbing check: one batch is learnt quickly
     assert math.isfinite(fresh)
+
+
+# --------------------------------------------------------------------------------------------------
+# learning_demo.sh (the 3-seed random init / IC only / TCLR comparison): its pieces, at a tiny size
+
+
+def test_learning_demo_dry_run_pretrains_both_variants_per_seed(tmp_path):
+    out = dry_run("learning_demo.sh", "--out", "L", "--seeds", "3 4", "--epochs", "2", cwd=tmp_path)
+    commands = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert "--design trajectory" in commands[0] and "--videos-per-class 180" in commands[0]
+    pretrain = [c for c in commands if "train_pretrain.py" in c]
+    assert [c.split("--out-dir ")[1].split()[0] for c in pretrain] == [
+        "L/pretrain/ic_only_seed3", "L/pretrain/tclr_seed3", "L/pretrain/ic_only_seed4",
+        "L/pretrain/tclr_seed4"]
+    assert all("--preset learning" in c and "--epochs 2" in c for c in pretrain)
+    assert ["--w-local-local 0 --w-global-local 0" in c for c in pretrain] == [True, False, True, False]
+    for tool, per_seed in (("nn_retrieval.py", 3), ("train_linear.py", 3), ("temporal_diversity.py", 3)):
+        assert sum(tool in c for c in commands) == 2 * per_seed + (tool == "temporal_diversity.py")
+    linear = [c for c in commands if "train_linear.py" in c]
+    assert all("--bn-mode train" in c for c in linear)
+    assert [("--checkpoint" in c, c.split("--seed ")[1].split()[0]) for c in linear] == [
+        (False, "3"), (True, "3"), (True, "3"), (False, "4"), (True, "4"), (True, "4")]
+    assert "summarize_runs.py" in commands[-1] and r"IC\ only=L/ic_only" in commands[-1]
+    assert not list(tmp_path.iterdir())          # a dry run creates nothing
+
+
+def test_learning_demo_rejects_a_bad_size(tmp_path):
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "learning_demo.sh"), "--epochs", "x"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "got 'x'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_learning_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """Every stage runs and the table has a mean +- std row per initialisation (values not judged)."""
+    env = {**os.environ, "PYTHON": sys.executable, "VIDEOS_PER_CLASS": "4", "STEPS_PER_EPOCH": "1",
+           "BATCH": "4", "LINEAR_EPOCHS": "1", "DIVERSITY_VIDEOS": "3", "DATA": str(tmp_path / "data")}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "learning_demo.sh"), "--out", "L",
+                           "--seeds", "0 1", "--epochs", "1", "--width", "4", "--resolution", "16"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == ("| init | linear top-1 % | R@1 % | R@5 % | timestep similarity |")
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| random init", "| IC only", "| TCLR"]
+    assert all(row.count("\u00b1") == 4 for row in table[2:])  # two seeds: mean +- std everywhere
+    assert (tmp_path / "L" / "diversity_seed0" / "similarity_all.png").is_file()
+    assert "finished diversity-figure (23 of 23 commands)" in proc.stdout

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
+
+from tests.pictures import assert_picture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +75,8 @@ def test_linear_end_to_end_from_pretraining_checkpoint(tiny_ucf, tmp_path, pretr
     assert res["num_videos"] == res["num_videos_listed"] == n_test
     for key in ("top1", "top5"):
         assert 0.0 <= res[key] <= 100.0
+        # rounded to 0.01 points, the exact count of correct videos beside it
+        assert res[key] == round(100 * res[f"{key}_correct"] / n_test, 2)
     assert res["init"] == "checkpoint" and res["init_source"] == "tclr-repro"
     assert res["checkpoint"] == str(pretrain_checkpoint)
     assert res["select"].startswith("val") and res["selected_epoch"] == 0
@@ -90,8 +93,12 @@ def test_linear_end_to_end_from_pretraining_checkpoint(tiny_ucf, tmp_path, pretr
     rows = (out / "per_class_accuracy.csv").read_text().splitlines()
     assert len(rows) == 1 + 4
     assert sum(int(r.split(",")[2]) for r in rows[1:]) == n_test
-    assert cv2.imread(str(out / "confusion_matrix.png")) is not None
+    assert_picture(out / "confusion_matrix.png", 300, 300)
     assert (out / "confusion_matrix.csv").is_file()
+    assert_picture(out / "training_curves.png", 300, 400)        # loss and lr per epoch
+    assert "epoch 1/1: loss" in log and "epoch time" in log and "done" in log
+    # the start line states the steps an epoch really runs: 12 labelled videos / batch 4 = 3
+    assert "2 steps per epoch (--max-steps-per-epoch 2; a full epoch has 3)" in log
     # classifier checkpoints: our format, kind classifier, keys backbone.* / fc.*; the backbone
     # is the pretraining one (frozen) and loads back as backbone weights
     ckpt = torch.load(out / "checkpoints" / "best.pth", map_location="cpu", weights_only=True)
@@ -191,8 +198,15 @@ def test_retrieval_end_to_end_and_cache(tiny_ucf, tmp_path, monkeypatch, pretrai
     assert res["recall@20"] == res["recall@50"] == 100.0      # k capped at the 16-video gallery
     assert any("k=50" in note for note in res["notes"])
     assert res["feature_dim"] == 64 * 4                          # C * T' at width 8
-    grid = cv2.imread(str(out / "retrieval_grid.png"))
-    assert grid is not None and grid.shape[:2] == (3 * (96 + 8) + 4 * 3, 6 * (128 + 8) + 7 * 3)
+    grid = assert_picture(out / "retrieval_grid.png", 150, 600)
+    assert grid.shape[1] > 2 * grid.shape[0]                     # 3 rows of 1 + 5 filmstrips
+    assert_picture(out / "recall_at_k.png", 300, 400)
+    for k in (1, 5, 10, 20, 50):
+        assert res[f"recall@{k}"] == round(100 * res[f"recall@{k}_hits"] / res["num_queries"], 2)
+    rows = (out / "per_class_recall.csv").read_text().splitlines()
+    assert rows[0] == ("class_index,class_name,num_queries,"
+                       "recall@1,recall@5,recall@10,recall@20,recall@50")
+    assert len(rows) == 1 + 4 and sum(int(r.split(",")[2]) for r in rows[1:]) == res["num_queries"]
     assert len((out / "retrieval_grid.txt").read_text().splitlines()) == 1 + 3
     assert len(list((out / "features").glob("*.pt"))) == 2
     # a rerun with other k reads the cache: no forward pass at all

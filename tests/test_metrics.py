@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch.nn as nn
 from torch.utils.data.distributed import DistributedSampler
 
 from engine import metrics, visualize
+from tests.pictures import assert_picture
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,30 +211,147 @@ def test_backbone_check_detects_changes():
 # Pictures
 # --------------------------------------------------------------------------------------------
 
-def test_retrieval_grid_borders_and_png(tmp_path):
-    q = torch.full((2, 3, 10, 12), 128, dtype=torch.uint8)
-    n = torch.full((2, 3, 3, 10, 12), 50, dtype=torch.uint8)
-    correct = torch.tensor([[True, False, True], [False, False, True]])
-    img = visualize.retrieval_grid(q, n, correct, border=2, padding=1)
-    cell_w = 12 + 2 * 2
-    assert img.shape == (3, 2 * (10 + 4) + 3, 4 * cell_w + 5)
-    # top-left pixel of each cell's frame (padding 1 px before every cell)
-    def frame(row, col):
-        return tuple(img[:, 1 + row * (14 + 1), 1 + col * (cell_w + 1)].tolist())
-    assert frame(0, 0) == visualize.QUERY
-    assert frame(0, 1) == visualize.GREEN and frame(0, 2) == visualize.RED
-    assert frame(1, 3) == visualize.GREEN and frame(1, 1) == visualize.RED
-    path = visualize.save_png(img, tmp_path / "g.png")
-    back = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]           # BGR -> RGB
-    assert torch.equal(torch.from_numpy(back.copy()).permute(2, 0, 1), img)
+def fake_confusion(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    cm = rng.integers(0, 3, size=(n, n))
+    cm[np.arange(n), np.arange(n)] += rng.integers(0, 20, size=n)
+    return cm
 
 
-def test_confusion_image():
-    cm = np.array([[4, 0], [1, 3]])
-    img = visualize.confusion_image(cm, max_side=20)
-    assert img.shape == (3, 20, 20) and img.dtype == torch.uint8
-    assert tuple(img[:, 5, 5].tolist()) == visualize.HIGH        # row 0: all on the diagonal
-    assert tuple(img[:, 5, 15].tolist()) == visualize.LOW        # never predicted
+# UCF101's and HMDB51's sizes take seconds to render (hundreds of tick labels): slow-marked; the
+# sorted layout of large sets is also covered at 40 classes below
+@pytest.mark.parametrize("n", [6, pytest.param(51, marks=pytest.mark.slow),
+                               pytest.param(101, marks=pytest.mark.slow)])
+def test_confusion_figure_png_for_small_and_large_class_sets(tmp_path, n):
+    names = [f"Class{i}_{'x' * (i % 15)}" for i in range(n)]
+    fig = visualize.confusion_figure(fake_confusion(n), names, title="linear, random init")
+    axes = fig.get_axes()
+    matrix = axes[0]
+    assert matrix.get_xlabel() == "predicted class" and matrix.get_ylabel().startswith("true class")
+    assert len(matrix.get_yticklabels()) == n                  # every class named
+    assert any(ax.get_label() == "<colorbar>" for ax in axes)
+    assert "linear, random init" in matrix.get_title()
+    # large sets: sorted by accuracy and a worst-classes panel; small ones keep the class order
+    if n > 30:
+        assert "sorted by accuracy" in matrix.get_ylabel()
+        assert any("worst classes" in ax.get_title() for ax in axes)
+    else:
+        assert [t.get_text() for t in matrix.get_yticklabels()] == names
+    assert_picture(visualize.save_figure(fig, tmp_path / f"cm{n}.png"), 400, 400)
+
+
+def test_confusion_figure_sorts_by_accuracy_and_names_the_worst():
+    cm = np.zeros((40, 40), dtype=int)
+    cm[np.arange(40), np.arange(40)] = 10       # every class right...
+    cm[7, 7], cm[7, 3] = 2, 8                   # ...but class 7: 20% right, mostly taken for 3
+    names = [f"c{i}" for i in range(40)]
+    fig = visualize.confusion_figure(cm, names)
+    matrix, worst = fig.get_axes()[0], [ax for ax in fig.get_axes() if "worst" in ax.get_title()][0]
+    assert matrix.get_yticklabels()[-1].get_text() == "c7"          # worst class last
+    assert worst.get_yticklabels()[0].get_text() == "c7"            # and first in the panel
+    assert "20% " in worst.texts[0].get_text() and "c3 (80%)" in worst.texts[0].get_text()
+
+
+def test_retrieval_figure_png(tmp_path):
+    rng = np.random.default_rng(0)
+    strips = [rng.integers(0, 255, (24, 4 * 32 + 6, 3), dtype=np.uint8) for _ in range(2)]
+    rows = [[rng.integers(0, 255, (24, 4 * 32 + 6, 3), dtype=np.uint8) for _ in range(3)]
+            for _ in range(2)]
+    correct = np.array([[True, False, True], [False, False, True]])
+    fig = visualize.retrieval_figure(strips, rows, correct, ["Swing", "Spin"],
+                                     [["Swing", "Spin", "Swing"], ["Swing", "Drift", "Spin"]])
+    axes = np.array(fig.get_axes()).reshape(2, 5)                   # query | gap | 3 neighbours
+    assert axes[0, 0].get_xlabel() == "query: Swing"
+    assert axes[0, 2].get_xlabel() == f"{visualize.TICK} Swing"
+    assert axes[0, 3].get_xlabel() == f"{visualize.CROSS} Spin"
+    # same class: solid frame; other class: dashed, so the marks survive greyscale
+    assert axes[0, 2].spines["top"].get_linestyle() == "-"
+    assert axes[0, 3].spines["top"].get_linestyle() != "-"
+    assert "1 of 2 queries" in fig._suptitle.get_text()
+    image = assert_picture(visualize.save_figure(fig, tmp_path / "grid.png"), 100, 300)
+    assert image.shape[1] > image.shape[0]                         # filmstrips are wide
+    with pytest.raises(ValueError, match="disagree"):
+        visualize.retrieval_figure(strips, rows[:1], correct, ["a", "b"], [["a"] * 3])
+
+
+def test_filmstrip_spans_the_video():
+    assert visualize.filmstrip_indices(100, 4) == [12, 37, 62, 87]
+    assert visualize.filmstrip_indices(2, 4) == [0, 1]
+
+
+def test_similarity_training_and_recall_figures_png(tmp_path):
+    fig = visualize.similarity_figure({"random": np.full((4, 4), 0.9), "tclr": np.eye(4)},
+                                      {"random": 0.9, "tclr": 0.0})
+    titles = [ax.get_title() for ax in fig.get_axes()]
+    assert "random\nmean off-diagonal 0.900" in titles and "tclr\nmean off-diagonal 0.000" in titles
+    assert fig.get_axes()[0].get_xlabel() == "timestep"
+    # one colour scale [0, 1] for every panel
+    assert {im.get_clim() for ax in fig.get_axes() for im in ax.images} == {(0.0, 1.0)}
+    assert_picture(visualize.save_figure(fig, tmp_path / "sim.png"), 300, 500)
+
+    records = [{"epoch": e, "step": 3 * (e + 1), "lr": 1e-3 * (e + 1), "loss_total": 9.0 - e,
+                "loss_ic_global": 3.0 - e, "samples_per_s": 1.0} for e in range(3)]
+    records.append({"epoch": 1, "step": 6, "lr": 2e-3, "loss_total": 5.0, "loss_ic_global": 1.0})
+    fig = visualize.training_curves_figure(records, "run")
+    total_ax, terms_ax, lr_ax = fig.get_axes()         # the total apart: terms keep their scale
+    assert [line.get_label() for line in total_ax.get_lines()] == ["total"]
+    assert [line.get_label() for line in terms_ax.get_lines()] == ["ic_global"]
+    assert list(total_ax.get_lines()[0].get_ydata()) == [9.0, 5.0, 7.0]  # a resumed epoch: last
+    assert list(lr_ax.get_lines()[0].get_xdata()) == [3, 6, 9] and lr_ax.get_yscale() == "log"
+    assert_picture(visualize.save_figure(fig, tmp_path / "curves.png"), 300, 400)
+
+    fig = visualize.recall_curve_figure({1: 40.0, 5: 70.0, 10: 90.0}, {1: 10.0, 5: 40.0, 10: 65.0})
+    ax = fig.get_axes()[0]
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "Recall@k (%)"
+    assert [line.get_label() for line in ax.get_lines()] == ["this backbone",
+                                                             "random ranking (chance)"]
+    assert_picture(visualize.save_figure(fig, tmp_path / "recall.png"), 300, 400)
+
+
+def test_write_training_curves_from_log(tmp_path):
+    with pytest.raises(FileNotFoundError, match="log.jsonl"):
+        visualize.write_training_curves(tmp_path)
+    (tmp_path / "log.jsonl").write_text(json.dumps({"final": True, "top1": 1.0}) + "\n")
+    assert visualize.write_training_curves(tmp_path) is None           # no epoch yet
+    lines = [{"epoch": e, "lr": 0.01, "loss": 2.0 - e, "train_clip_acc": 50.0} for e in range(2)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert_picture(visualize.write_training_curves(tmp_path), 300, 400)
+
+
+def test_topk_correct_and_rounding():
+    scores = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    assert metrics.topk_correct(scores, torch.tensor([1, 1, 0]), (1, 2, 3)) == {1: 1, 2: 2, 3: 3}
+    assert metrics.round_percent(100 * 2 / 3) == 66.67 and metrics.round_percent(None) is None
+
+
+def test_chance_recall_and_per_class_recall_known_answers(tmp_path):
+    gallery = torch.tensor([0, 0, 1, 1])
+    # a class-0 query misses at k with probability C(2, k) / C(4, k): 1/2, 1/6, 0
+    chance = metrics.chance_recall_at_k(torch.tensor([0]), gallery, (1, 2, 3, 9))
+    assert chance[1] == pytest.approx(50.0) and chance[2] == pytest.approx(100 * 5 / 6)
+    assert chance[3] == pytest.approx(100.0) and chance[9] == pytest.approx(100.0)
+    neighbours = torch.tensor([[2, 0], [0, 1], [0, 2]])      # query labels 0, 1, 1
+    hits = metrics.retrieval_hits(neighbours, torch.tensor([0, 1, 1]), gallery, (1, 2))
+    assert hits.tolist() == [[False, True], [False, False], [False, True]]
+    recall, support = metrics.per_class_recall(hits, torch.tensor([0, 1, 1]), 3)
+    assert support.tolist() == [1, 2, 0]
+    assert recall[0].tolist() == [0.0, 100.0] and recall[1].tolist() == [0.0, 50.0]
+    assert np.isnan(recall[2]).all()
+    path = metrics.write_per_class_recall_csv(tmp_path / "r.csv", ["a", "b,c", "d"], (1, 2),
+                                              recall, support)
+    assert path.read_text().splitlines() == ["class_index,class_name,num_queries,recall@1,recall@2",
+                                             "0,a,1,0.00,100.00", '1,"b,c",2,0.00,50.00',
+                                             "2,d,0,,"]
+
+
+def test_eta_and_duration_text():
+    from engine.logging import eta_text, format_duration, steps_text
+    assert format_duration(42.4) == "42 s" and format_duration(125) == "2 min 05 s"
+    assert format_duration(3 * 3600 + 7 * 60 + 20) == "3 h 07 min"
+    assert eta_text(2, 5, 65.0) == "epoch time 1 min 05 s, ETA 3 min 15 s"   # 3 epochs left
+    assert eta_text(5, 5, 65.0) == "epoch time 1 min 05 s, done"
+    assert steps_text(12, 0) == "12 steps per epoch" and steps_text(12, 20) == "12 steps per epoch"
+    assert steps_text(12, 3) == "3 steps per epoch (--max-steps-per-epoch 3; a full epoch has 12)"
 
 
 def test_retrieval_feature_leaves_out_masked_clips():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 import train_pretrain
 from engine import checkpoint as ck
 from engine import pretrain as pre
+from tests.pictures import assert_picture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,11 +49,31 @@ def test_two_steps_write_checkpoint_and_logs(tiny_ucf, tmp_path):
     assert record["lr"] == pytest.approx(1e-3 * 0.01)
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "best.pth").is_file()
+    # TensorBoard: step scalars from the first step (log_every_steps is 10), and the epoch's lr
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/total")] == [1]
+    assert [e.value for e in events.Scalars("epoch/lr")] == pytest.approx([1e-3 * 0.01])
+    # the log counts epochs as the checkpoint names do (epoch N ends in epoch_000N.pth) and
+    # states the steps an epoch really runs
+    log = (out / "log.txt").read_text()
+    assert "2 steps per epoch (--max-steps-per-epoch 2; a full epoch has" in log
+    assert "epoch 1/1: loss" in log and "epoch time" in log and "done" in log
+    assert_picture(out / "training_curves.png", 300, 400)
     # the backbone loads into a fresh model for evaluation
     from models import build_backbone, load_backbone_weights
     report = load_backbone_weights(build_backbone("r3d18", width=8),
                                    out / "checkpoints" / "latest.pth")
     assert report.color == "bgr" and not report.missing
+
+
+def test_zero_epochs_announce_no_checkpoint(tiny_ucf, tmp_path):
+    out = tmp_path / "zero"
+    assert train_pretrain.main(tiny_args(tiny_ucf, out, "--epochs", "0")) == 0
+    log = (out / "log.txt").read_text()
+    assert "no epoch to run (0 done of --epochs 0); no checkpoint written" in log
+    assert "checkpoints in" not in log and not (out / "checkpoints").exists()
+    assert not (out / "training_curves.png").exists()
 
 
 def test_resume_after_epoch_gives_same_losses(tiny_ucf, tmp_path):
@@ -62,6 +84,11 @@ def test_resume_after_epoch_gives_same_losses(tiny_ucf, tmp_path):
     train_pretrain.main(tiny_args(tiny_ucf, part, "--epochs", "2", "--resume", "auto"))
     a, b = epoch_losses(full), epoch_losses(part)
     assert [r["epoch"] for r in b] == [0, 1]
+    # whole-run ETA after epoch 1 of 2: one epoch left at the measured epoch time
+    assert re.search(r"epoch 1/2: loss .* \| epoch time [0-9hmins ]+, ETA [0-9hmins ]+\n",
+                     (full / "log.txt").read_text())
+    assert "epoch 2/2: loss" in (full / "log.txt").read_text()
+    assert "resumed from" in (part / "log.txt").read_text()
     for key in ("loss_total", "loss_local_local", "lr"):
         assert [r[key] for r in a] == [r[key] for r in b]
 
@@ -103,7 +130,7 @@ def test_nonfinite_loss_stops_without_saving(tiny_ucf, tmp_path, monkeypatch):
         return terms
     monkeypatch.setattr(losses, "tclr_loss", poisoned)
     from engine.errors import NonFiniteLossError
-    with pytest.raises(NonFiniteLossError, match=r"step 0.*local_local"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1 .*local_local"):
         train_pretrain.main(tiny_args(tiny_ucf, out, "--epochs", "2", "--resume", "auto"))
     assert (out / "checkpoints" / "latest.pth").read_bytes() == before
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from dataloaders.sampling import (clip_indices, eval_clip_indices, eval_clip_starts, min_tclr_frames,
-                                  mirror_pad, pad_tclr_indices, random_clip_indices,
-                                  random_tclr_indices, sample_clip_start, sample_tclr_start,
+from dataloaders.sampling import (EvalClipSampler, RandomClipSampler, TCLRSampler, clip_indices,
+                                  eval_clip_starts, min_eval_frames, min_tclr_frames, mirror_pad,
+                                  pad_tclr_indices, sample_clip_start, sample_tclr_start,
                                   tclr_frame_indices)
 from dataloaders.video import VideoDecodeError, VideoTooShortError
 
@@ -57,11 +57,38 @@ def test_sample_tclr_start_range(frames, low, high):
     assert min(starts) == low and max(starts) == high and len(starts) == high - low + 1
 
 
-def test_random_tclr_indices_is_reproducible():
-    a = random_tclr_indices(150, np.random.default_rng(7))
-    b = random_tclr_indices(150, np.random.default_rng(7))
-    assert a[0] == b[0]
-    np.testing.assert_array_equal(a[2], b[2])
+def test_tclr_sampler_is_reproducible_and_draws_the_spec_layout():
+    sampler = TCLRSampler()
+    a, valid = sampler(150, np.random.default_rng(7))
+    b, _ = sampler(150, np.random.default_rng(7))
+    np.testing.assert_array_equal(a, b)
+    start = a[0, 0]
+    assert a.shape == (5, 16) and a.dtype == np.int64 and valid.tolist() == [True] * 5
+    assert 0 <= start <= 150 - 65
+    assert a[0].tolist() == [start + 4 * i for i in range(16)]
+    assert a[1:].tolist() == [[start + 16 * j + i for i in range(16)] for j in range(4)]
+
+
+@pytest.mark.parametrize("frames, expected_sparse_tail, expected_last_dense_tail", [
+    (64, [56, 60], [62, 63]),              # N = span: start 0, nothing to pad
+    (60, [56, 52], [58, 57, 56, 55]),      # sparse valid 15 -> p 15 takes 2 * 14 - 15 = 13 (52)
+    (57, [56, 52], [55, 54, 53, 52, 51, 50, 49]),  # the fewest frames TCLR can use: 9 real dense
+])
+def test_tclr_sampler_pads_short_videos(frames, expected_sparse_tail, expected_last_dense_tail):
+    out, _ = TCLRSampler()(frames, np.random.default_rng(0))
+    assert out[0, -len(expected_sparse_tail):].tolist() == expected_sparse_tail
+    assert out[4, -len(expected_last_dense_tail):].tolist() == expected_last_dense_tail
+    assert out.max() < frames
+
+
+def test_tclr_sampler_refuses_too_short_videos_naming_the_minimum():
+    sampler = TCLRSampler()
+    assert sampler.min_frames == 57
+    with pytest.raises(VideoTooShortError) as info:
+        sampler(56, np.random.default_rng(0))
+    assert info.value.reason == "too short for TCLR sampling: 56 decodable frames, 57 needed"
+    with pytest.raises(ValueError, match="num_local"):
+        TCLRSampler(num_local=3)
 
 
 @pytest.mark.parametrize("indices, frames, min_valid, expected", [
@@ -120,12 +147,30 @@ def test_sample_clip_start_range(frames, low, high):
     assert min(starts) == low and max(starts) == high
 
 
-def test_random_clip_indices_pads_short_videos():
+def test_random_clip_sampler_pads_short_videos():
     np.testing.assert_array_equal(clip_indices(5), 5 + 2 * np.arange(16))
-    out = random_clip_indices(20, np.random.default_rng(0))
-    assert out.tolist() == release_mirror(list(range(0, 20, 2)), 16)
-    with pytest.raises(VideoTooShortError):
-        random_clip_indices(16, np.random.default_rng(0))  # 8 of 16 frames
+    sampler = RandomClipSampler()
+    out, valid = sampler(20, np.random.default_rng(0))
+    assert out.shape == (1, 16) and valid.tolist() == [True]
+    assert out[0].tolist() == release_mirror(list(range(0, 20, 2)), 16)
+    assert sampler.min_frames == min_eval_frames() == 17  # 9 real frames at stride 2: 0 .. 16
+    assert sampler(17, np.random.default_rng(0))[0][0].tolist() == release_mirror(
+        list(range(0, 17, 2)), 16)
+    with pytest.raises(VideoTooShortError) as info:
+        sampler(16, np.random.default_rng(0))  # 8 of 16 frames
+    assert info.value.reason == ("too short for 16-frame clips at stride 2: 16 decodable frames, "
+                                 "17 needed")
+    assert RandomClipSampler(clip_len=8, stride=4).min_frames == 4 * (5 - 1) + 1  # 5 of 8 frames
+
+
+@pytest.mark.parametrize("frames, seed, start", [(100, 0, 57), (100, 1, 32), (33, 0, 0), (32, 5, 0)])
+def test_random_clip_sampler_starts(frames, seed, start):
+    """Starts U{0 .. N - 33} from the generator's first draw (rng.integers(0, N - 32)); 0 for
+    N <= 32 without a draw."""
+    expected = int(np.random.default_rng(seed).integers(0, frames - 32)) if frames > 32 else 0
+    assert expected == start
+    out, _ = RandomClipSampler()(frames, np.random.default_rng(seed))
+    assert out[0].tolist() == [start + 2 * i for i in range(16)]
 
 
 # start_i = int(linspace(0, N - 42, C)[i]), and i where that is negative (the release), by hand:
@@ -150,16 +195,21 @@ def test_eval_clip_starts(frames, clips, expected):
     assert out.dtype == np.int64 and out.tolist() == expected
 
 
-def test_eval_clip_indices_shape_and_padding():
-    out, valid = eval_clip_indices(175)
+def test_eval_clip_sampler_shape_and_padding():
+    sampler = EvalClipSampler()
+    out, valid = sampler(175)
     assert out.shape == (10, 16) and out.max() < 175 and valid.all()
+    assert out[:, 0].tolist() == EVAL_STARTS[0][2]
     # 24 frames: starts 0..9 (start_i = i); clip i has ceil((24 - i) / 2) real frames: 12, 12, 11,
     # 11, 10, 10, 9, 9, 8, 8. Padding needs 9, so clips 8 and 9 fail as in the release (the video
     # is scored on clips 0..7); they carry a copy of clip 0.
-    short, valid = eval_clip_indices(24)
+    short, valid = sampler(24)
     assert valid.tolist() == [True] * 8 + [False] * 2
     clip0 = list(range(0, 24, 2)) + [20, 18, 16, 14]
     assert short[0].tolist() == clip0 and short[8].tolist() == clip0 and short[9].tolist() == clip0
     assert short[7].tolist() == list(range(7, 24, 2)) + [21, 19, 17, 15, 13, 11, 9]
-    with pytest.raises(VideoTooShortError):
-        eval_clip_indices(16)  # clip 0 has 8 real frames: no clip can be padded
+    with pytest.raises(VideoTooShortError) as info:
+        sampler(16)  # clip 0 has 8 real frames: no clip can be padded
+    assert info.value.reason == ("too short for 16-frame clips at stride 2: 16 decodable frames, "
+                                 "17 needed")
+    assert EvalClipSampler(num_clips=3).draw(80)[:, 0].tolist() == [0, 19, 38]  # linspace(0, 38, 3)

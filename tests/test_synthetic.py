@@ -247,3 +247,67 @@ def test_separability_all_classes(tmp_path):
     report = synthetic.separability_check(tmp_path, seed=0)
     assert report.frame_accuracy < 2 * report.chance, report
     assert report.clip_accuracy > 0.6, report
+
+
+# ---------------------------------------------------------------------------------------------------
+# The "trajectory" design: one kind of look, classes that differ only in the square's path.
+
+STAGE = synthetic.Stage(64, 48, 96)
+ACTOR = synthetic.Actor((0.0, 64.0), 8.0)
+
+
+def trajectory_track(name: str, seed: int):
+    cls = next(c for c in synthetic.TRAJECTORY_CLASSES if c.name == name)
+    return cls.make_track(np.random.default_rng(seed), ACTOR, STAGE)
+
+
+def test_trajectory_class_set_and_its_limits():
+    assert synthetic.class_names(6, "trajectory") == [
+        "Static", "SwingHorizontal", "SwingVertical", "SwingDiagonal", "Circle", "Drift"]
+    with pytest.raises(SyntheticDatasetError, match="'trajectory' synthetic design has 2 to 6 classes"):
+        synthetic.class_names(7, "trajectory")
+    with pytest.raises(SyntheticDatasetError, match="design='wavy': choose one of varied, trajectory"):
+        synthetic.class_names(2, "wavy")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_trajectory_paths(seed):
+    # middle 30 % of a 64 x 48 frame: x in [22.4, 41.6], y in [16.8, 31.2]; amplitude 12-20 % of 48 px
+    static = trajectory_track("Static", seed)
+    assert np.ptp(static.x) == np.ptp(static.y) == 0.0
+    assert 22.4 <= static.x[0] <= 41.6 and 16.8 <= static.y[0] <= 31.2
+    swing = trajectory_track("SwingHorizontal", seed)
+    assert np.ptp(swing.y) == 0.0 and 2 * 0.9 * 5.76 <= np.ptp(swing.x) <= 2 * 9.6 + 1e-9
+    vertical = trajectory_track("SwingVertical", seed)
+    assert np.ptp(vertical.x) == 0.0 and 2 * 0.9 * 5.76 <= np.ptp(vertical.y) <= 2 * 9.6 + 1e-9
+    diagonal = trajectory_track("SwingDiagonal", seed)
+    dx = diagonal.x - (diagonal.x.max() + diagonal.x.min()) / 2
+    dy = diagonal.y - (diagonal.y.max() + diagonal.y.min()) / 2
+    assert np.allclose(np.abs(dx), np.abs(dy))  # along one diagonal
+    circle = trajectory_track("Circle", seed)
+    middle = ((circle.x.max() + circle.x.min()) / 2, (circle.y.max() + circle.y.min()) / 2)
+    radius = np.hypot(circle.x - middle[0], circle.y - middle[1])
+    assert 5.76 * 0.95 <= radius.min() and radius.max() <= 9.6 * 1.05 and np.ptp(radius) < 0.05 * radius.mean()
+    drift = trajectory_track("Drift", seed)
+    assert drift.x.min() >= 12.8 and drift.x.max() <= 51.2 and drift.y.min() >= 9.6 and drift.y.max() <= 38.4
+    steps = np.hypot(np.diff(drift.x), np.diff(drift.y))
+    assert np.median(steps) == pytest.approx(np.max(steps)) and 1.15 <= np.max(steps) <= 1.92
+    for track in (static, swing, circle, drift):  # no size, rotation or opacity change
+        assert set(track.scale) == {1.0} and set(track.angle) == {0.0} and set(track.alpha) == {1.0}
+
+
+def test_trajectory_videos_share_one_kind_of_look(tmp_path):
+    generate(tmp_path, classes=6, videos_per_class=4, frames=24, width=64, height=48, seed=1,
+             progress=False, design="trajectory")
+    manifest = synthetic.read_manifest(tmp_path)
+    assert manifest["arguments"]["design"] == "trajectory"
+    for entry in manifest["videos"][::4]:
+        video = decode(tmp_path / entry["path"]).astype(np.float64)  # [T, H, W, 3]
+        assert np.ptp(video.mean(axis=(1, 2)), axis=1).max() < 4  # grey: the three channels agree
+        first = video[0].mean(axis=-1)
+        corner = np.median(first[:4, :4])  # the square never reaches a corner (middle of the frame)
+        assert 75 <= corner <= 135  # background 80-130 before codec and noise
+        assert np.percentile(first, 95) >= 180  # the square, 190-240, covers over 5 % of the frame
+    with pytest.raises(SyntheticDatasetError, match="changed old -> new"):
+        generate(tmp_path, classes=6, videos_per_class=4, frames=24, width=64, height=48, seed=1,
+                 progress=False)  # the varied design is another dataset

@@ -153,7 +153,7 @@ def test_retrieval_refuses_non_finite_features(tiny_ucf, tmp_path, monkeypatch):
     from engine import retrieval
     real = retrieval.video_features
     monkeypatch.setattr(retrieval, "video_features",
-                        lambda backbone, clips: real(backbone, clips) * float("inf"))
+                        lambda backbone, clips, mask=None: real(backbone, clips, mask) * float("inf"))
     out = tmp_path / "ret"
     result = run_script("nn_retrieval.py", *retrieval_args(tiny_ucf, out))
     assert_clean_error(result, "train features: 16 of 16 videos have NaN or inf features",

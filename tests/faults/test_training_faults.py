@@ -48,7 +48,8 @@ def test_sigterm_mid_epoch_saves_and_resume_finishes(tiny_ucf, tmp_path):
 
     resumed = run_script("train_pretrain.py", *args, "--resume", "auto")
     assert resumed.returncode == 0, resumed.output[-3000:]
-    assert f"step {state['step_in_epoch']} of it" in (out / "log.txt").read_text()
+    assert (f"{state['step_in_epoch']} steps of epoch {state['epoch'] + 1} done"
+            in (out / "log.txt").read_text())
     assert [record["epoch"] for record in jsonl(out)] == [0, 1]
     final = ck.load_checkpoint(latest(out))
     assert final["train_state"]["epoch"] == 2 and final["step"] == 8
@@ -157,7 +158,7 @@ def test_nan_loss_mid_epoch_stops_with_step_and_terms(tiny_ucf, tmp_path, monkey
     out = tmp_path / "run"
     result = run_script("train_pretrain.py",
                         *pretrain_args(tiny_ucf, out, "--save-every-steps", "1"))
-    assert_clean_error(result, "non-finite loss at epoch 0, step 2", "'local_local': nan",
+    assert_clean_error(result, "non-finite loss at epoch 1, step 3", "'local_local': nan",
                        "last good checkpoint is intact")
     ckpt = ck.load_checkpoint(latest(out))
     assert ckpt["step"] == 2 and finite_weights(latest(out))
