@@ -264,6 +264,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synthetic_frames": 96, "synthetic_width": 64, "synthetic_height": 48,
     },
 }
+# The linear probe of the CPU demos (demo.sh, mini_ablation.sh): the last epoch, no held-out videos,
+# 3 test clips, and BatchNorm statistics that keep updating (the release's protocol; frozen
+# statistics would judge a random backbone with its uncalibrated initial ones).
+DEMO_LINEAR_PROBE = {"bn_mode": "train", "select": "last", "val_fraction": 0.0, "num_test_clips": 3}
+PRESETS["demo_linear"] = {**PRESETS["demo"], **DEMO_LINEAR_PROBE}
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ for init in random tclr; do
         --out-dir "$OUT/$init/retrieval"
     info "3/4 linear probe, $init backbone ($LINEAR_EPOCHS epochs)"
     run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "${INIT[@]}" --epochs "$LINEAR_EPOCHS" \
-        "${DEMO_LINEAR_ARGS[@]}" --out-dir "$OUT/$init/linear"
+        --preset demo_linear --out-dir "$OUT/$init/linear"
 done
 info "4/4 results (synthetic test split 1; $(( SECONDS - start )) s in all)"
 run "$PYTHON" "$(entry scripts/summarize_runs.py)" "random init=$OUT/random" "TCLR=$OUT/tclr"

@@ -37,7 +37,7 @@ evaluate() {  # evaluate NAME [--checkpoint PATH]
     run "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" "$@" --out-dir "$OUT/$name/retrieval"
     if [[ $LINEAR == 1 ]]; then
         run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "$@" --epochs "$LINEAR_EPOCHS" \
-            "${DEMO_LINEAR_ARGS[@]}" --out-dir "$OUT/$name/linear"
+            --preset demo_linear --out-dir "$OUT/$name/linear"
     fi
 }
 

@@ -190,7 +190,8 @@ def test_synthetic_generator_help_shows_defaults():
                           capture_output=True, text=True, cwd=config.__file__.rsplit("/", 1)[0])
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())               # argparse wraps lines
-    for fragment in ("number of classes, 2..12 (default: 10)",
+    for fragment in ("number of classes, 2..12 (varied) or 2..6 (trajectory) (default: 10)",
+                     "(default: varied)",
                      "videos per class, >= 4 (default: 12)",
                      "frames per video (default: 150)", "(default: 25.0)"):
         assert fragment in text, fragment

@@ -23,11 +23,16 @@ def load_script(name: str):
     return mod
 
 
+def script_env() -> dict[str, str]:
+    """The scripts' interpreter is this one (PYTHON, and its folder first on PATH): the suite
+    passes without an activated environment."""
+    return {**os.environ, "PYTHON": sys.executable, "PATH": os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def dry_run(script: str, *args: str, cwd: Path) -> str:
     proc = subprocess.run(["bash", str(ROOT / "scripts" / script), "--dry-run", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PATH": os.pathsep.join(
-                              [str(Path(sys.executable).parent), os.environ.get("PATH", "")])})
+                          cwd=cwd, capture_output=True, text=True, timeout=60, env=script_env())
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -38,7 +43,8 @@ def test_demo_dry_run(tmp_path):
     assert "train_pretrain.py --preset demo --device cpu --epochs 3 --out-dir d/pretrain" in commands[0]
     assert sum("nn_retrieval.py" in c for c in commands) == 2
     assert sum("train_linear.py" in c for c in commands) == 2
-    assert all("--bn-mode train" in c for c in commands if "train_linear.py" in c)
+    assert all(c.endswith(f"--epochs 10 --preset demo_linear --out-dir d/{init}/linear")
+               for c, init in zip([c for c in commands if "train_linear.py" in c], ("random", "tclr")))
     assert sum("--checkpoint d/pretrain/checkpoints/latest.pth" in c for c in commands) == 2
     assert "summarize_runs.py" in commands[-1]
     assert not list(tmp_path.iterdir())          # a dry run creates nothing
@@ -54,7 +60,28 @@ def test_mini_ablation_dry_run_sets_the_loss_weights(tmp_path):
         ["1", "--w-ic-local", "1", "--w-local-local", "0", "--w-global-local", "1"],
         ["1", "--w-ic-local", "1", "--w-local-local", "1", "--w-global-local", "1"]]
     assert out.count("nn_retrieval.py") == 5 and "train_linear.py" not in out
-    assert "train_linear.py" in dry_run("mini_ablation.sh", "--linear", cwd=tmp_path)
+    linear = [line for line in dry_run("mini_ablation.sh", "--linear", cwd=tmp_path).splitlines()
+              if "train_linear.py" in line]
+    assert len(linear) == 5 and all("--preset demo_linear --out-dir" in c for c in linear)
+
+
+def test_demo_linear_preset_is_the_demo_with_the_release_probe():
+    """--preset demo_linear resolves to the demo's data and model with the CPU demos' probe, and
+    _lib.sh's DEMO_LINEAR_ARGS layered on --preset demo resolves to the same config."""
+    import config
+    cfg, _ = config.parse_config("linear", ["--preset", "demo_linear"])
+    assert (cfg.bn_mode, cfg.select, cfg.val_fraction, cfg.num_test_clips) == ("train", "last",
+                                                                                0.0, 3)
+    assert (cfg.data.dataset, cfg.data.data_root, cfg.width, cfg.data.resolution,
+            cfg.batch_size) == ("synthetic", "data/synthetic_demo", 16, 32, 10)
+    proc = subprocess.run(["bash", "-c", 'source scripts/_lib.sh; printf "%s\\n" '
+                           '"${DEMO_LINEAR_ARGS[@]}"'], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, check=True)
+    flags = proc.stdout.split()
+    assert flags == ["--bn-mode", "train", "--select", "last", "--val-fraction", "0",
+                     "--num-test-clips", "3"]
+    layered, _ = config.parse_config("linear", ["--preset", "demo", *flags])
+    assert {**config.to_dict(layered), "preset": "demo_linear"} == config.to_dict(cfg)
 
 
 def test_summarize_runs_table(tmp_path, capsys):
@@ -78,26 +105,87 @@ def test_summarize_runs_table(tmp_path, capsys):
 # retrieval_curve.sh and temporal_signal_check.py (the crossing diagnostics of the README)
 
 
-def test_retrieval_curve_dry_run_evaluates_random_and_every_epoch_checkpoint(tmp_path):
+def orchestrate():
+    """scripts/orchestrate.py imported as a module."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import orchestrate as module
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return module
+
+
+def test_retrieval_curve_evaluates_random_and_every_epoch_checkpoint(tmp_path):
+    orch = orchestrate()
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
-    for name in ("epoch_0003.pth", "epoch_0006.pth", "latest.pth", "best.pth"):
+    for name in ("epoch_0006.pth", "epoch_0003.pth", "latest.pth", "best.pth"):
         (ckpts / name).write_bytes(b"")
-    out = dry_run("retrieval_curve.sh", "run", "--preset", "demo", cwd=tmp_path)
-    commands = [line for line in out.splitlines() if line.startswith("+ ")]
-    assert [c.split("--checkpoint ")[1].split()[0] if "--checkpoint" in c else None
-            for c in commands if "nn_retrieval.py" in c] == [
-        None, "run/checkpoints/epoch_0003.pth", "run/checkpoints/epoch_0006.pth"]
-    assert all("--preset demo" in c and "--out-dir run/curve/" in c for c in commands[:3])
-    assert "summarize_runs.py" in commands[-1] and "epoch_0006=run/curve/epoch_0006" in commands[-1]
+    opts = orch.parse_curve_args([str(tmp_path / "run"), "--preset", "demo"], env={})
+    points = orch.curve_points(opts, orch.Tools(python="python", cwd=ROOT))
+    out = f"{tmp_path}/run/curve"
+    expected = [("random", []), ("epoch_0003", ["--checkpoint", str(ckpts / "epoch_0003.pth")]),
+                ("epoch_0006", ["--checkpoint", str(ckpts / "epoch_0006.pth")])]
+    assert [p.argv for p in points] == [
+        ["python", "nn_retrieval.py", "--preset", "demo", *init, "--num-grid-queries", "0",
+         "--out-dir", f"{out}/{name}/retrieval"] for name, init in expected]
+    # the wrapper's dry run prints these commands, then the table; it creates nothing
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "retrieval_curve.sh"), "run", "--out",
+                           "c", "--preset", "demo", "--dry-run"], cwd=tmp_path, env=script_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert commands[-1].endswith("summarize_runs.py 'random init=c/random' "
+                                 "epoch_0003=c/epoch_0003 epoch_0006=c/epoch_0006")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_retrieval_curve_labels_steps_and_reuses_finished_points(tmp_path, capsys):
+    """Labels carry the step count read from each checkpoint; a finished point is not rerun; a
+    checkpoint that cannot be read stops the curve before anything runs."""
+    import torch
+
+    from config import ConfigError
+    from engine import checkpoint as ckpt_io
+    orch = orchestrate()
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for epoch, step in ((3, 36), (6, 72)):
+        ckpt_io.atomic_save({"format": ckpt_io.FORMAT, "step": step, "model": {"w": torch.zeros(1)}},
+                            ckpts / f"epoch_{epoch:04d}.pth")
+    done = tmp_path / "run" / "curve" / "random" / "retrieval"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text(json.dumps({"job": "retrieval", "recall@1": 20.0}))
+    ran = []
+
+    class Recording(orch.Runner):
+        def run(self, argv):
+            ran.append(argv)
+            return 0
+
+    opts = orch.parse_curve_args([str(tmp_path / "run")], env={})
+    assert orch.run_curve(opts, orch.Tools(python="python", cwd=ROOT), Recording(False)) == 0
+    curve = f"{tmp_path}/run/curve"
+    assert [argv[1] for argv in ran] == ["nn_retrieval.py", "nn_retrieval.py",
+                                         "scripts/summarize_runs.py"]
+    assert ran[-1][2:] == [f"random init={curve}/random", f"epoch_0003 (36 steps)={curve}/epoch_0003",
+                           f"epoch_0006 (72 steps)={curve}/epoch_0006"]
+    assert f"random: reusing {curve}/random/retrieval/results.json" in capsys.readouterr().out
+    (ckpts / "epoch_0009.pth").write_bytes(b"not a checkpoint")
+    ran.clear()
+    with pytest.raises(ConfigError, match="epoch_0009.pth is not a readable checkpoint"):
+        orch.run_curve(opts, orch.Tools(cwd=ROOT), Recording(False))
+    assert ran == []
 
 
 def test_retrieval_curve_without_epoch_checkpoints_says_how_to_get_them(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "retrieval_curve.sh"), "run"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert "no run/checkpoints/epoch_*.pth" in proc.stderr and "--save-every-epochs" in proc.stderr
+                          cwd=tmp_path, env=script_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2                        # a user mistake: one error line
+    assert proc.stderr == ("error: no run/checkpoints/epoch_*.pth: pretrain with "
+                           "--save-every-epochs N (and --out-dir run) first\n")
 
 
 def test_collapse_values_are_the_losses_of_collapsed_representations():

@@ -10,6 +10,8 @@ import copy
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,8 +49,9 @@ RETRIEVAL_TINY = ["--num-clips", "2", "--num-grid-queries", "0", "--embedding-po
 def run_script(name: str, *args: str, cwd: Path, env: dict | None = None,
                check: bool = True) -> subprocess.CompletedProcess:
     """Run scripts/NAME with bash from ``cwd``; returns the finished process. The scripts'
-    `python` is this interpreter (its folder first on PATH, as in an activated environment)."""
-    env = {**os.environ, **(env or {})}
+    interpreter is this one (PYTHON, and its folder first on PATH as in an activated
+    environment), so the suite passes without an activated environment too."""
+    env = {**os.environ, **(env or {}), "PYTHON": sys.executable}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     proc = subprocess.run(["bash", str(SCRIPTS / name), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=120, env=env)
@@ -232,84 +235,215 @@ def test_shell_syntax(name):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_eval_suite_dry_run(tmp_path):
-    proc = run_script("eval_ucf101.sh", "ckpts/my_model.pth", "--dry-run", "--splits", "1 2",
-                      "--device", "cuda:1", "--trust-checkpoint", "true",
-                      "--linear-args", "--bn-mode train", cwd=tmp_path)
-    cmds = commands(proc.stdout)
+# --------------------------------------------------------------------------------------------
+# scripts/orchestrate.py: the suite's and the paper runner's command lists, skip rule, ledger
+# --------------------------------------------------------------------------------------------
+
+def orchestrate():
+    """scripts/orchestrate.py imported as a module (once per test session)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import orchestrate as module
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return module
+
+
+class RecordingRunner:
+    """A Runner stand-in: records each command, answers with a chosen exit status."""
+
+    def __init__(self, orch, failing: tuple[str, ...] = ()):
+        self.base = orch.Runner(dry_run=False)
+        self.dry_run, self.tag, self.failing, self.ran = False, "", failing, []
+
+    def info(self, text: str) -> None:
+        self.base.info(text)
+
+    def run(self, argv: list[str]) -> int:
+        self.ran.append(argv)
+        return 1 if any(word in self.failing for word in argv) else 0
+
+
+def suite_of(*args: str, env: dict | None = None):
+    orch = orchestrate()
+    return orch, orch.parse_suite_args(list(args), env=env or {})
+
+
+def test_eval_suite_commands(tmp_path):
+    orch, opts = suite_of("ucf101", "ckpts/my_model.pth", "--splits", "1 2", "--device", "cuda:1",
+                          "--trust-checkpoint", "true", "--linear-args", "--bn-mode train")
+    tools = orch.Tools(python="python", cwd=tmp_path)      # not the repository: absolute paths
     out = "runs/eval_ucf101_my_model"
-    assert len(cmds) == 2 * 3 + 1
-    for split in (1, 2):
+    runs = orch.suite_runs(opts, tools)
+    expected = []
+    for split in ("1", "2"):
         for protocol, script in (("linear", "train_linear.py"), ("finetune", "train_finetune.py"),
                                  ("retrieval", "nn_retrieval.py")):
-            cmd = next(c for c in cmds if script in c and f"--split {split} " in c)
-            assert cmd.startswith("python ") and "--dataset ucf101" in cmd
-            assert f"--out-dir {out}/{protocol}/split{split}_seed0" in cmd
-            assert "--checkpoint ckpts/my_model.pth" in cmd
-            assert "--device cuda:1 --trust-checkpoint true" in cmd
-            assert ("--bn-mode train" in cmd) == (protocol == "linear")
-    assert cmds[-1].endswith(f"make_tables.py {out} --out {out}/tables.md")
-    assert list(tmp_path.iterdir()) == []          # a dry run creates nothing
+            own = ["--bn-mode", "train"] if protocol == "linear" else []
+            expected.append(["python", str(ROOT / script), "--dataset", "ucf101", "--split", split,
+                             "--seed", "0", "--out-dir", f"{out}/{protocol}/split{split}_seed0",
+                             "--checkpoint", "ckpts/my_model.pth", "--device", "cuda:1",
+                             "--trust-checkpoint", "true", *own])
+    assert [r.argv for r in runs] == expected
+    assert orch.tables_argv(opts.out, tools) == [
+        "python", str(ROOT / "scripts" / "make_tables.py"), out, "--out", f"{out}/tables.md"]
+    # from the repository, the files are named as the README's commands name them
+    assert orch.suite_runs(opts, orch.Tools(python="python", cwd=ROOT))[0].argv[:2] == [
+        "python", "train_linear.py"]
 
 
-def test_eval_suite_dry_run_random_torchrun_seeds(tmp_path):
-    proc = run_script("eval_hmdb51.sh", "random", "--dry-run", "--gpus", "2", "--seeds", "0 1",
-                      "--protocols", "linear retrieval", "--out", "res", cwd=tmp_path)
-    cmds = commands(proc.stdout)[:-1]
-    assert len(cmds) == 3 * 2 * 2                   # 3 splits x 2 protocols x 2 seeds (random)
-    assert all(c.startswith("torchrun --standalone --nproc_per_node 2 ") for c in cmds)
-    assert all("--dataset hmdb51" in c and "--checkpoint" not in c for c in cmds)
-    assert not any("train_finetune.py" in c for c in cmds)
-    assert sum("--split 3 --seed 1 --out-dir res/retrieval/split3_seed1" in c for c in cmds) == 1
-    assert list(tmp_path.iterdir()) == []
+def test_eval_suite_commands_random_torchrun_seeds():
+    orch, opts = suite_of("hmdb51", "random", "--gpus", "2", "--seeds", "0 1", "--protocols",
+                          "linear retrieval", "--out", "res")
+    runs = orch.suite_runs(opts, orch.Tools(torchrun="torchrun", cwd=ROOT))
+    # 3 splits x 2 protocols x 2 seeds: random init has seed-dependent retrieval features
+    assert [(r.split, r.protocol, r.seed) for r in runs] == [
+        (s, p, seed) for s in (1, 2, 3) for p in ("linear", "retrieval") for seed in (0, 1)]
+    assert runs[-1].argv == ["torchrun", "--standalone", "--nproc_per_node", "2", "nn_retrieval.py",
+                             "--dataset", "hmdb51", "--split", "3", "--seed", "1", "--out-dir",
+                             "res/retrieval/split3_seed1"]
+    # with a checkpoint, retrieval runs once per split (the first seed); TCLR_GPUS is the default
+    orch, opts = suite_of("hmdb51", "a/b.pth", "--seeds", "4 5", "--splits", "2",
+                          env={"TCLR_GPUS": "3"})
+    assert [(r.protocol, r.seed) for r in orch.suite_runs(opts, orch.Tools())] == [
+        ("linear", 4), ("linear", 5), ("finetune", 4), ("finetune", 5), ("retrieval", 4)]
+    assert opts.gpus == 3 and opts.out == "runs/eval_hmdb51_b"
 
 
-def test_eval_suite_rejects_its_own_flags_and_bad_splits(tmp_path):
-    proc = run_script("eval_ucf101.sh", "random", "--dry-run", "--split", "2", cwd=tmp_path,
-                      check=False)
-    assert proc.returncode != 0 and "--split is set by this script" in proc.stderr
-    proc = run_script("eval_ucf101.sh", "random", "--dry-run", "--splits", "4", cwd=tmp_path,
-                      check=False)
-    assert proc.returncode != 0 and "'4' is not 1, 2 or 3" in proc.stderr
-    proc = run_script("eval_ucf101.sh", "missing.pth", cwd=tmp_path, check=False)
-    assert proc.returncode != 0 and "missing.pth: no such file" in proc.stderr
+@pytest.mark.parametrize("args, message", [
+    (["random", "--split", "2"], "--split is set by this script"),
+    (["random", "--", "--out-dir=x"], "--out-dir=x is set by this script"),
+    (["random", "--splits", "4"], "--splits: '4' is not 1, 2 or 3"),
+    (["random", "--seeds", "-1"], "--seeds: '-1' is not a non-negative integer"),
+    (["random", "--protocols", "knn"], "--protocols: 'knn' is not linear, finetune or retrieval"),
+    (["random", "--splits", " "], "--splits, --seeds, --protocols: empty"),
+    (["random", "--gpus", "0"], "--gpus must be a positive integer, got '0'"),
+    (["random", "--out"], "option --out needs a value"),
+    (["--splits", "1"], "the first argument must be the CHECKPOINT"),
+    ([], "usage: scripts/eval_ucf101.sh CHECKPOINT|random"),
+])
+def test_eval_suite_rejects_bad_options(args, message):
+    orch = orchestrate()
+    from config import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        orch.parse_suite_args(["ucf101", *args], env={})
 
 
-def test_reproduce_paper_dry_run(tmp_path):
-    proc = run_script("reproduce_paper.sh", "--dry-run", "--gpus", "2", "--splits", "1",
-                      "--epochs", "3", "--ucf-root", "/d/ucf", "--hmdb-root", "/d/hmdb",
-                      cwd=tmp_path)
-    cmds = commands(proc.stdout)
+def test_eval_suite_skips_complete_runs_and_reruns_incomplete_ones(tmp_path, capsys):
+    orch, opts = suite_of("ucf101", "random", "--splits", "1", "--out", str(tmp_path))
+    (tmp_path / "linear" / "split1_seed0").mkdir(parents=True)
+    (tmp_path / "linear" / "split1_seed0" / "results.json").write_text(
+        json.dumps({"job": "linear", "top1": 12.5}))
+    (tmp_path / "finetune" / "split1_seed0").mkdir(parents=True)
+    (tmp_path / "finetune" / "split1_seed0" / "results.json").write_text('{"job": "finet')
+    (tmp_path / "retrieval" / "split1_seed0").mkdir(parents=True)
+    (tmp_path / "retrieval" / "split1_seed0" / "results.json").write_text(
+        json.dumps({"job": "retrieval", "num_queries": 3}))              # no recall@1
+    runner = RecordingRunner(orch)
+    assert orch.run_suite(opts, orch.Tools(cwd=ROOT), runner) == 0
+    assert [argv[1] for argv in runner.ran] == ["train_finetune.py", "nn_retrieval.py",
+                                                "scripts/make_tables.py"]
+    out = capsys.readouterr().out
+    assert f"skipped: {tmp_path}/linear/split1_seed0/results.json exists" in out
+    assert "rerunning: " in out and "is not valid JSON" in out and "has no 'recall@1'" in out
+    opts.force = True
+    runner = RecordingRunner(orch)
+    orch.run_suite(opts, orch.Tools(cwd=ROOT), runner)
+    assert len(runner.ran) == 4
+
+
+def test_eval_suite_failure_ledger(tmp_path, capsys):
+    orch, opts = suite_of("ucf101", "random", "--splits", "1 2", "--out", "o",
+                          "--protocols", "linear finetune", "--keep-going")
+    runner = RecordingRunner(orch, failing=("train_finetune.py",))
+    assert orch.run_suite(opts, orch.Tools(cwd=ROOT), runner) == 1
+    assert len(runner.ran) == 5                                  # all four runs, then the tables
+    assert capsys.readouterr().err.splitlines() == [
+        "error: 2 run(s) failed:", "  finetune split 1 seed 0 (o/finetune/split1_seed0/log.txt)",
+        "  finetune split 2 seed 0 (o/finetune/split2_seed0/log.txt)"]
+    opts.keep_going = False
+    runner = RecordingRunner(orch, failing=("train_finetune.py",))
+    with pytest.raises(orch.StepFailed, match="finetune on ucf101 split 1 .seed 0. failed; see "
+                                              "above and o/finetune/split1_seed0/log.txt"):
+        orch.run_suite(opts, orch.Tools(cwd=ROOT), runner)
+    assert len(runner.ran) == 2                                  # stops at the first failure
+
+
+def test_run_command_status_and_ctrl_c():
+    orch = orchestrate()
+    from engine.errors import JobInterrupted
+    assert orch.run_command([sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
+    with pytest.raises(JobInterrupted, match="Ctrl-C"):        # the job ended by Ctrl-C
+        orch.run_command([sys.executable, "-c", "import sys; sys.exit(130)"])
+    assert orch.run_command(["/nonexistent/python"]) == 127
+
+
+def test_reproduce_paper_commands():
+    orch = orchestrate()
+    opts = orch.parse_reproduce_args(["--gpus", "2", "--splits", "1", "--epochs", "3",
+                                      "--ucf-root", "/d/ucf", "--hmdb-root", "/d/hmdb",
+                                      "--eval-args", "--num-workers 16"], env={})
+    plan = orch.reproduce_plan(opts, orch.Tools(cwd=ROOT))
     out = "runs/reproduce_ucf101_r3d18"
     ckpt = f"{out}/pretrain/checkpoints/best.pth"  # the release evaluates its best-loss model
-    pre = cmds[0]
-    assert pre.startswith("torchrun --standalone --nproc_per_node 2 ")
-    assert "train_pretrain.py --preset ucf101_r3d18 --data-root /d/ucf --split 1" in pre
-    assert f"--out-dir {out}/pretrain --resume auto --epochs 3" in pre
-    evals = [c for c in cmds if "--dataset" in c]
-    assert len(evals) == 2 * 3                      # 2 datasets x 3 protocols, split 1
-    for dataset, root in (("ucf101", "/d/ucf"), ("hmdb51", "/d/hmdb")):
-        mine = [c for c in evals if f"--dataset {dataset} " in c]
-        assert len(mine) == 3 and all("--split 1 " in c and f"--checkpoint {ckpt}" in c and
-                                      f"--data-root {root} --backbone r3d18 --width 64" in c
-                                      for c in mine)
-    assert cmds[-1].endswith(f"make_tables.py {out} --out {out}/tables.md")
-    assert list(tmp_path.iterdir()) == []
+    assert plan.pretrain == ["torchrun", "--standalone", "--nproc_per_node", "2",
+                             "train_pretrain.py", "--preset", "ucf101_r3d18", "--data-root",
+                             "/d/ucf", "--split", "1", "--out-dir", f"{out}/pretrain",
+                             "--resume", "auto", "--epochs", "3"]
+    assert [(s.dataset, s.checkpoint, s.out, s.splits, s.gpus) for s in plan.suites] == [
+        ("ucf101", ckpt, f"{out}/eval_ucf101", [1], 2), ("hmdb51", ckpt, f"{out}/eval_hmdb51", [1], 2)]
+    model = ["--backbone", "r3d18", "--width", "64", "--resolution", "112", "--color", "bgr",
+             "--num-workers", "16"]
+    assert plan.suites[0].extra == ["--data-root", "/d/ucf", *model]
+    assert plan.suites[1].extra == ["--data-root", "/d/hmdb", *model]
+    assert plan.tables == ["python", "scripts/make_tables.py", out, "--out", f"{out}/tables.md"]
 
 
-def test_reproduce_paper_dry_run_preset_and_baseline(tmp_path):
-    proc = run_script("reproduce_paper.sh", "--dry-run", "--preset", "ucf101_c3d", "--baseline",
-                      "--skip-pretrain", "--splits", "2", "--protocols", "retrieval",
-                      cwd=tmp_path)
-    cmds = commands(proc.stdout)
-    assert not any("train_pretrain.py" in c for c in cmds)
-    evals = [c for c in cmds if "nn_retrieval.py" in c]
-    assert len(evals) == 4 and all("--backbone c3d" in c and "--split 2 " in c for c in evals)
-    assert sum("--checkpoint" not in c for c in evals) == 2       # the random-init baseline
-    assert list(tmp_path.iterdir()) == []
-    proc = run_script("reproduce_paper.sh", "--dry-run", "--preset", "nope", cwd=tmp_path,
-                      check=False)
-    assert proc.returncode != 0 and "unknown preset 'nope'" in proc.stderr
+def test_reproduce_paper_preset_baseline_and_refusals():
+    orch = orchestrate()
+    from config import ConfigError
+    opts = orch.parse_reproduce_args(["--preset", "ucf101_c3d", "--baseline", "--skip-pretrain",
+                                      "--splits", "2", "--protocols", "retrieval"], env={})
+    plan = orch.reproduce_plan(opts, orch.Tools(cwd=ROOT))
+    out = "runs/reproduce_ucf101_c3d"
+    assert plan.pretrain is None
+    assert [(s.dataset, s.checkpoint, s.out) for s in plan.suites] == [
+        ("ucf101", f"{out}/pretrain/checkpoints/best.pth", f"{out}/eval_ucf101"),
+        ("hmdb51", f"{out}/pretrain/checkpoints/best.pth", f"{out}/eval_hmdb51"),
+        ("ucf101", "random", f"{out}/eval_ucf101_random"),
+        ("hmdb51", "random", f"{out}/eval_hmdb51_random")]
+    runs = [r for s in plan.suites for r in orch.suite_runs(s, orch.Tools(cwd=ROOT))]
+    assert [(r.protocol, r.split) for r in runs] == [("retrieval", 2)] * 4
+    assert all(r.argv[r.argv.index("--backbone") + 1] == "c3d" for r in runs)
+    for args, message in ((["--preset", "nope"], "--preset: unknown preset 'nope'"),
+                          (["--split", "2"], "--split: use --pretrain-root"),
+                          (["--preset=demo"], "--preset=demo: use"),
+                          (["--splits", "5"], "--splits: '5' is not 1, 2 or 3")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            orch.reproduce_plan(orch.parse_reproduce_args(args, env={}), orch.Tools())
+
+
+@pytest.mark.parametrize("script, args", [
+    ("eval_ucf101.sh", ["ckpts/m.pth", "--splits", "2", "--linear-args", "--bn-mode train"]),
+    ("reproduce_paper.sh", ["--splits", "1", "--protocols", "retrieval", "--baseline"]),
+])
+def test_wrappers_print_the_plan_and_create_nothing(tmp_path, script, args):
+    """The .sh names run scripts/orchestrate.py: a dry run prints exactly the plan's commands."""
+    orch = orchestrate()
+    tools = orch.Tools(python=sys.executable, cwd=tmp_path)
+    if script == "eval_ucf101.sh":
+        opts = orch.parse_suite_args(["ucf101", *args], env={})
+        plan = [r.argv for r in orch.suite_runs(opts, tools)] + [orch.tables_argv(opts.out, tools)]
+    else:
+        rp = orch.reproduce_plan(orch.parse_reproduce_args(args, env={}), tools)
+        plan = [rp.pretrain] + [argv for s in rp.suites for argv in
+                                [r.argv for r in orch.suite_runs(s, tools)] +
+                                [orch.tables_argv(s.out, tools)]] + [rp.tables]
+    proc = run_script(script, *args, "--dry-run", cwd=tmp_path)
+    assert commands(proc.stdout) == [shlex.join(argv) for argv in plan]
+    assert list(tmp_path.iterdir()) == []          # a dry run creates nothing
+    proc = run_script(script, *args, "--gpus", "x", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr == "error: --gpus must be a positive integer, got 'x'\n"
 
 
 @pytest.mark.parametrize("dataset,urls", [
