@@ -73,6 +73,9 @@ class DataConfig:
     augment_on: str = F("cpu", "where pretraining augmentation runs: 'cpu' (DataLoader workers) or "
                                "'device' (batched on the training device)",
                         choices=("cpu", "device"))
+    eval_crop: float = F(0.8, "evaluation clips (test, validation, retrieval features): side of "
+                              "the centre square as a fraction of the frame height (the release)")
+    eval_flip: bool = F(False, "evaluation clips: flip them horizontally (the release: no)")
     max_bad_fraction: float = F(0.25, "stop when more than this fraction of one batch's videos "
                                       "failed to decode (failures are skipped and reported)")
     synthetic_classes: int = F(10, "synthetic dataset: number of classes (generated if absent)")
@@ -665,6 +668,8 @@ def finalize(cfg: Any, world_size: int = 1):
     _require(d.num_workers >= 0, f"config key 'num_workers': must be >= 0, got {d.num_workers}")
     _require(0.0 <= d.max_bad_fraction <= 1.0,
              f"config key 'max_bad_fraction': must be within [0, 1], got {d.max_bad_fraction}")
+    _require(0.0 < d.eval_crop <= 1.0,
+             f"config key 'eval_crop': must be within (0, 1], got {d.eval_crop}")
     if not d.data_root:
         d.data_root = os.path.join("data", d.dataset)
     _require(cfg.width >= 4 and cfg.width % 4 == 0,

@@ -501,7 +501,10 @@ def augment_pretrain_clips(frames: torch.Tensor, params: AugmentParams, size: in
     return out.view(batch, views, clips, channels, steps, size, size)
 
 
-def apply_eval_transform(frames: torch.Tensor, size: int = REFERENCE_SIZE, crop: float = 0.8,
+EVAL_CROP = 0.8  # the release's evaluation centre square, as a fraction of the frame height
+
+
+def apply_eval_transform(frames: torch.Tensor, size: int = REFERENCE_SIZE, crop: float = EVAL_CROP,
                          flip: bool = False) -> torch.Tensor:
     """Evaluation transform: centre square of side int(crop * H), resized to size (spec section 7).
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
-from dataloaders.augment import (AugmentParams, apply_clip_augmentation, apply_eval_transform,
+from dataloaders.augment import (EVAL_CROP, AugmentParams, apply_clip_augmentation, apply_eval_transform,
                                  augment_pretrain_clips, formula_channels, sample_strong_params,
                                  sample_weak_params)
 from dataloaders.sampling import (ClipSampler, EvalClipSampler, RandomClipSampler, TCLRSampler,
@@ -244,14 +244,14 @@ class ClipDataset(_RetryingVideoDataset):
     """Classifier training: one clip of clip_len frames at `stride` from a random start (spec 7).
 
     Args:
-        augment: "weak" (spec section 2's classifier family) or "none" (centre crop 0.8, resize).
+        augment: "weak" (spec section 2's classifier family) or "none" (centre crop, resize).
         color_ops: as TCLRPretrainDataset.
     Items: "clip" float32 [3, T, S, S], "label" int, "index" (video used), "failures".
     """
 
     def __init__(self, videos, clip_len: int = 16, stride: int = 2, size: int = 112,
                  color: str = "bgr", augment: str = "weak", seed: int = 0, max_retries: int = 10,
-                 crop: float = 0.8, color_ops: str = "release"):
+                 crop: float = EVAL_CROP, color_ops: str = "release"):
         super().__init__(videos, color, seed, max_retries, color_ops)
         if augment not in ("weak", "none"):
             raise ValueError(f"augment must be 'weak' or 'none', got {augment!r}")
@@ -313,7 +313,7 @@ class MultiClipDataset(Dataset):
     """
 
     def __init__(self, videos, num_clips: int = 10, clip_len: int = 16, stride: int = 2,
-                 size: int = 112, color: str = "bgr", crop: float = 0.8, flip: bool = False):
+                 size: int = 112, color: str = "bgr", crop: float = EVAL_CROP, flip: bool = False):
         if not videos:
             raise DatasetError("the video list is empty: check the dataset root, split and subset")
         self.videos = list(videos)
@@ -376,12 +376,31 @@ def collate_pretrain(items: list[dict]) -> dict:
         and "failures" (all items' lists, concatenated).
     """
     batch = {"index": torch.tensor([item["index"] for item in items]), "failures": _failures(items)}
-    if "clips" in items[0]:
+    if _augmented(items[0]):
         batch["clips"] = _stack([item["clips"] for item in items])
     else:
         batch["frames"] = _pad_frames([item["frames"] for item in items])
         batch["params"] = AugmentParams.cat([item["params"] for item in items])
     return batch
+
+
+def _augmented(item_or_batch: dict) -> bool:
+    """Whether the workers augmented (augment_on="cpu", the dataset's decision: "clips") or left it
+    to the training device ("frames" and "params"). The one test of that; everything downstream
+    (collate, pretrain_input) asks here."""
+    return "clips" in item_or_batch
+
+
+def pretrain_input(batch: dict, device: torch.device, size: int = 112, color: str = "bgr",
+                   color_ops: str = "release") -> torch.Tensor:
+    """The model input of any collate_pretrain batch on `device`: float32 [B, V, 1+K, 3, T, S, S].
+
+    Workers' clips (augment_on="cpu") are moved; raw frames (augment_on="device") are augmented on
+    `device` by augment_pretrain_batch.
+    """
+    if _augmented(batch):
+        return batch["clips"].to(device, non_blocking=True)
+    return augment_pretrain_batch(batch, device, size, color, color_ops)
 
 
 def augment_pretrain_batch(batch: dict, device: torch.device, size: int = 112,
@@ -414,3 +433,41 @@ def collate_multiclip(items: list[dict]) -> dict:
             "clip_mask": torch.stack([item["clip_mask"] for item in items]),
             "label": torch.tensor([item["label"] for item in items]),
             "video_id": torch.tensor([item["video_id"] for item in items])}
+
+
+DATASET_KINDS = ("pretrain", "train", "eval")
+
+
+def build_dataset(data_cfg, kind: str, videos: list[tuple[str, int]], seed: int, *,
+                  num_clips: int | None = None) -> Dataset:
+    """The dataset a job runs, built from its (finalised) data config: nobody unpacks cfg.data.
+
+    Args:
+        data_cfg: a config.DataConfig (read by attribute; this layer does not import config).
+        kind: "pretrain" (TCLRPretrainDataset, augmentation where data_cfg.augment_on says),
+            "train" (ClipDataset with the classifier's weak augmentation) or "eval"
+            (MultiClipDataset: num_clips clips, centre crop data_cfg.eval_crop, eval_flip).
+        videos: list of (path, label).
+        seed: the run seed (plain integer keys; "eval" draws nothing at random).
+        num_clips: clips per video, "eval" only (the jobs' counts differ: test, validation,
+            retrieval).
+    Raises:
+        ValueError: an unknown kind, or num_clips missing for "eval" / given for another kind.
+    """
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"dataset kind must be one of {DATASET_KINDS}, got {kind!r}")
+    if (kind == "eval") != (num_clips is not None):
+        raise ValueError(f"num_clips is given for 'eval' datasets only, got {num_clips!r} for "
+                         f"{kind!r}")
+    d = data_cfg
+    if kind == "pretrain":
+        return TCLRPretrainDataset(videos, clip_len=d.clip_len, sparse_stride=d.sparse_stride,
+                                   num_local=d.num_local, size=d.resolution, color=d.color,
+                                   augment_on=d.augment_on, seed=seed, color_ops=d.color_ops)
+    if kind == "train":
+        return ClipDataset(videos, clip_len=d.clip_len, stride=d.train_stride, size=d.resolution,
+                           color=d.color, augment="weak", seed=seed, crop=d.eval_crop,
+                           color_ops=d.color_ops)
+    return MultiClipDataset(videos, num_clips=num_clips, clip_len=d.clip_len,
+                            stride=d.train_stride, size=d.resolution, color=d.color,
+                            crop=d.eval_crop, flip=d.eval_flip)

@@ -215,15 +215,14 @@ def load_backbones(cfg: RetrievalConfig, checkpoints: Sequence[str], ctx: RunCon
 def build_test_loader(cfg: RetrievalConfig, ctx: RunContext, max_videos: int = 0):
     """The evaluation clip protocol (spec section 7) over the test list: num_clips clips per video,
     clip_len frames at train_stride, centre crop 0.8; at most max_videos videos, evenly spread."""
-    from dataloaders.datasets import MultiClipDataset, collate_multiclip
+    from dataloaders.datasets import build_dataset, collate_multiclip
     from dataloaders.splits import build_video_list
 
     d = cfg.data
     ensure_dataset(cfg, ctx.logger)
     videos, _ = build_video_list(d.dataset, d.data_root, split=d.split, subset="test")
     videos = evenly_spaced(videos, max_videos)
-    dataset = MultiClipDataset(videos, num_clips=cfg.num_clips, clip_len=d.clip_len, stride=d.train_stride,
-                               size=d.resolution, color=d.color)
+    dataset = build_dataset(d, "eval", videos, cfg.seed, num_clips=cfg.num_clips)
     loader, _ = make_loader(dataset, cfg, ctx.dist, train=False, collate_fn=collate_multiclip,
                             batch_size=cfg.batch_size)
     return loader
@@ -268,7 +267,7 @@ def _protocol(cfg: RetrievalConfig, num_videos: int) -> dict[str, Any]:
     return {"dataset": d.dataset, "data_root": d.data_root, "split": d.split, "subset": "test",
             "videos": num_videos, "backbone": cfg.backbone, "width": cfg.width, "clip_len": d.clip_len,
             "stride": d.train_stride, "num_clips": cfg.num_clips, "resolution": d.resolution,
-            "color": d.color, "crop": "centre 0.8", "seed": cfg.seed}
+            "color": d.color, "crop": f"centre {d.eval_crop:g}", "seed": cfg.seed}
 
 
 def write_outputs(ctx: RunContext, document: dict[str, Any]) -> None:

@@ -311,9 +311,7 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     ds.check_eval_lengths(test_videos, d.clip_len, d.train_stride, f"{d.dataset} split {d.split} "
                                                                     "test")
     train_videos, val_videos = split_train_videos(train_all, cfg)
-    train_set = ds.ClipDataset(train_videos, clip_len=d.clip_len, stride=d.train_stride,
-                               size=d.resolution, color=d.color, augment="weak", seed=cfg.seed,
-                               color_ops=d.color_ops)
+    train_set = ds.build_dataset(d, "train", train_videos, cfg.seed)
     if len(train_set) < cfg.batch_size:
         raise TrainingError(too_few_videos(cfg, len(train_all), len(train_videos),
                                            len(val_videos)))
@@ -360,10 +358,7 @@ def write_subsets(ctx: RunContext, data: "ClassifyData") -> None:
 
 def _eval_loader(cfg: ClassifyConfig, ctx: RunContext, videos: list, num_clips: int):
     from dataloaders import datasets as ds
-    d = cfg.data
-    dataset = ds.MultiClipDataset(videos, num_clips=num_clips, clip_len=d.clip_len,
-                                  stride=d.train_stride, size=d.resolution, color=d.color,
-                                  crop=0.8, flip=False)
+    dataset = ds.build_dataset(cfg.data, "eval", videos, cfg.seed, num_clips=num_clips)
     loader, _ = make_loader(dataset, cfg, ctx.dist, train=False, collate_fn=ds.collate_multiclip,
                             batch_size=eval_batch_size(cfg, num_clips))
     return loader
@@ -708,7 +703,7 @@ def protocol_text(cfg: ClassifyConfig) -> str:
             f"improvement, stop before an lr below {cfg.min_lr:g}")
     return (f"{what}; Adam lr {cfg.lr:g}, {rule}, at most {cfg.epochs} epochs; "
             f"train clips {d.clip_len} frames stride {d.train_stride}, weak augmentation; test: "
-            f"{cfg.num_test_clips} clips/video, centre crop 0.8 -> {d.resolution}px, softmax "
+            f"{cfg.num_test_clips} clips/video, centre crop {d.eval_crop:g} -> {d.resolution}px, softmax "
             f"averaged per video; model selection: {SELECT_LABELS[cfg.select]}{val}")
 
 

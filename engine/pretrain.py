@@ -195,11 +195,9 @@ def batch_clips(batch: dict, device: torch.device, cfg: PretrainConfig) -> torch
     With ``augment_on='device'`` the workers ship raw uint8 clips and the parameters they drew;
     the augmentation runs here, batched, on the training device.
     """
-    if "clips" in batch:
-        return batch["clips"].to(device, non_blocking=True)
-    from dataloaders.datasets import augment_pretrain_batch
-    return augment_pretrain_batch(batch, device, size=cfg.data.resolution, color=cfg.data.color,
-                                  color_ops=cfg.data.color_ops)
+    from dataloaders.datasets import pretrain_input
+    return pretrain_input(batch, device, size=cfg.data.resolution, color=cfg.data.color,
+                          color_ops=cfg.data.color_ops)
 
 
 def forward_loss(model: nn.Module, clips: torch.Tensor, device: torch.device,
@@ -387,15 +385,12 @@ def prepare_model(cfg: PretrainConfig, device: torch.device,
 
 
 def _build_data(cfg: PretrainConfig, ctx: RunContext):
-    from dataloaders.datasets import TCLRPretrainDataset, collate_pretrain
+    from dataloaders.datasets import build_dataset, collate_pretrain
     from dataloaders.splits import build_video_list
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
     videos, classes = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
-    dataset = TCLRPretrainDataset(
-        videos, clip_len=d.clip_len, sparse_stride=d.sparse_stride, num_local=d.num_local,
-        size=d.resolution, color=d.color, augment_on=d.augment_on, seed=cfg.seed,
-        color_ops=d.color_ops)
+    dataset = build_dataset(d, "pretrain", videos, cfg.seed)
     if len(dataset) < cfg.batch_size:
         raise TrainingError(f"the {d.dataset} train list under {d.data_root} has {len(dataset)} "
                             f"videos, fewer than one global batch ({cfg.batch_size})")

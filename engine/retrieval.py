@@ -165,7 +165,7 @@ def cache_key(cfg: RetrievalConfig, subset: str, videos: list, device: torch.dev
         "dataset": d.dataset, "data_root": str(Path(d.data_root).resolve()), "split": d.split,
         "subset": subset, "videos_sha256": listing, "num_videos": len(videos),
         "num_clips": cfg.num_clips, "clip_len": d.clip_len, "stride": d.train_stride,
-        "resolution": d.resolution, "color": d.color, "crop": 0.8, "flip": False,
+        "resolution": d.resolution, "color": d.color, "crop": d.eval_crop, "flip": d.eval_flip,
         "precision": str(dtype) if dtype is not None else "float32",
     }
 
@@ -244,9 +244,7 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
         ctx.logger.info(f"{subset}: reusing cached features {path}: {why_valid(key)}")
         return FeatureSet(cached[0], cached[1], [p for p, _ in videos], from_cache=True)
     d = cfg.data
-    dataset = ds.MultiClipDataset(videos, num_clips=cfg.num_clips, clip_len=d.clip_len,
-                                  stride=d.train_stride, size=d.resolution, color=d.color,
-                                  crop=0.8, flip=False)
+    dataset = ds.build_dataset(d, "eval", videos, cfg.seed, num_clips=cfg.num_clips)
     loader, _ = make_loader(dataset, cfg, ctx.dist, train=False, collate_fn=ds.collate_multiclip,
                             batch_size=cfg.per_device_batch)
     t0 = time.time()
@@ -303,7 +301,8 @@ def protocol_text(cfg: RetrievalConfig) -> str:
     d = cfg.data
     return (f"nearest-neighbour retrieval: backbone feature map [C, T'] flattened, averaged over "
             f"{cfg.num_clips} clips/video ({d.clip_len} frames stride {d.train_stride}, centre "
-            f"crop 0.8 -> {d.resolution}px, no flip), L2-normalised; test videos query the train "
+            f"crop {d.eval_crop:g} -> {d.resolution}px, {'flipped' if d.eval_flip else 'no flip'}), "
+            "L2-normalised; test videos query the train "
             "gallery by cosine similarity; Recall@k = any of the k nearest has the query's class")
 
 

@@ -360,7 +360,7 @@ def e2e_videos(args, folder: str) -> list[tuple[str, int]]:
 
 def bench_e2e(args, runner: StepRunner, videos: list[tuple[str, int]], augment_on: str) -> dict:
     """Decode -> (augment) -> collate -> pinned copy -> runner's step, the training loop's way."""
-    from dataloaders.datasets import TCLRPretrainDataset, collate_pretrain
+    from dataloaders.datasets import build_dataset, collate_pretrain
     cfg = copy.deepcopy(runner.cfg)
     cfg.data.augment_on, cfg.data.num_workers = augment_on, args.workers
     d = cfg.data
@@ -368,9 +368,7 @@ def bench_e2e(args, runner: StepRunner, videos: list[tuple[str, int]], augment_o
     # enough items that one epoch covers the run plus whatever the workers prefetch beyond it
     needed = cfg.batch_size * (steps + 2 * max(1, args.workers) + 1)
     repeated = videos * math.ceil(needed / len(videos))
-    dataset = TCLRPretrainDataset(repeated, clip_len=d.clip_len, sparse_stride=d.sparse_stride,
-                                  num_local=d.num_local, size=d.resolution, color=d.color,
-                                  color_ops=d.color_ops, augment_on=augment_on, seed=cfg.seed)
+    dataset = build_dataset(d, "pretrain", repeated, cfg.seed)
     dist_info = DistInfo(rank=0, world_size=1, local_rank=0, device=args.device)
     loader, sampler = make_loader(dataset, cfg, dist_info, train=True, collate_fn=collate_pretrain,
                                   min_last_batch=2)

@@ -22,6 +22,7 @@ Collapse values (every representation of a video equal): local-local B * ln(2K -
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -71,7 +72,7 @@ def run_mode(cfg, dataset, indices: list[int], fresh: bool, steps: int, log_ever
 
 def main(argv: list[str] | None = None) -> int:
     from config import ConfigError, parse_config
-    from dataloaders.datasets import TCLRPretrainDataset
+    from dataloaders.datasets import build_dataset
     from dataloaders.splits import build_video_list
     from engine.common import ensure_dataset
     from engine.logging import get_logger
@@ -97,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(videos) < cfg.batch_size:
         raise ConfigError(f"{d.data_root} has {len(videos)} train videos, fewer than --batch-size "
                          f"{cfg.batch_size}")
-    dataset = TCLRPretrainDataset(videos, clip_len=d.clip_len, sparse_stride=d.sparse_stride,
-                                  num_local=d.num_local, size=d.resolution, color=d.color,
-                                  color_ops=d.color_ops, augment_on="cpu", seed=cfg.seed)
+    dataset = build_dataset(dataclasses.replace(d, augment_on="cpu"), "pretrain", videos, cfg.seed)
     stride = len(videos) // cfg.batch_size  # spread over the list (and so over the classes)
     indices = [i * stride for i in range(cfg.batch_size)]
     collapse = collapse_values(cfg.batch_size, d.num_local)

@@ -296,3 +296,53 @@ def test_pinned_index_tables_through_the_datasets(tmp_path, used_indices):
                                                  13, 11, 9]
     assert table[8] == table[9] == mirrored                    # too short to pad: copies of clip 0
     assert item["clip_mask"].tolist() == [True] * 8 + [False] * 2
+
+
+def test_build_dataset_reads_every_setting_from_the_data_config(vids):
+    """build_dataset is the one unpacking of cfg.data: each kind gets the config's values."""
+    import dataclasses
+
+    from config import DataConfig
+    from dataloaders.augment import EVAL_CROP
+    from dataloaders.datasets import build_dataset
+    assert DataConfig().eval_crop == EVAL_CROP == 0.8 and DataConfig().eval_flip is False
+    d = DataConfig(clip_len=8, sparse_stride=2, num_local=2, train_stride=3, resolution=S,
+                   color="rgb", color_ops="true_channels", augment_on="device", eval_crop=0.5,
+                   eval_flip=True)
+    videos = [(vids["good"][0], 3)]
+    pre = build_dataset(d, "pretrain", videos, 5)
+    assert isinstance(pre, TCLRPretrainDataset) and pre.seed == 5 and pre.augment_on == "device"
+    assert (pre.sampler.clip_len, pre.sampler.sparse_stride, pre.sampler.num_local) == (8, 2, 2)
+    assert (pre.size, pre.color, pre.color_ops) == (S, "rgb", "true_channels")
+    assert pre[(0, 1)]["frames"].shape[:2] == (3, 8)
+    train = build_dataset(d, "train", videos, 6)
+    assert isinstance(train, ClipDataset) and train.augment == "weak" and train.seed == 6
+    assert (train.sampler.clip_len, train.sampler.stride, train.size, train.color,
+            train.color_ops) == (8, 3, S, "rgb", "true_channels")
+    test = build_dataset(d, "eval", videos, 0, num_clips=4)
+    assert isinstance(test, MultiClipDataset) and test.sampler.num_clips == 4
+    assert (test.sampler.clip_len, test.sampler.stride, test.crop, test.flip) == (8, 3, 0.5, True)
+    plain = MultiClipDataset(videos, num_clips=4, clip_len=8, stride=3, size=S, color="rgb",
+                             crop=0.5, flip=True)
+    assert torch.equal(test[0]["clips"], plain[0]["clips"])
+    unflipped = build_dataset(dataclasses.replace(d, eval_flip=False), "eval", videos, 0,
+                              num_clips=4)[0]["clips"]
+    assert torch.equal(unflipped.flip(-1), test[0]["clips"])
+    with pytest.raises(ValueError, match="kind"):
+        build_dataset(d, "test", videos, 0)
+    with pytest.raises(ValueError, match="num_clips"):
+        build_dataset(d, "eval", videos, 0)
+    with pytest.raises(ValueError, match="num_clips"):
+        build_dataset(d, "train", videos, 0, num_clips=2)
+
+
+def test_pretrain_input_gives_the_same_model_input_for_both_augment_places(vids):
+    from dataloaders.datasets import pretrain_input
+    videos = [(p, 0) for p in vids["good"]]
+    keys = [(0, 11), (1, 12)]
+    cpu = collate_pretrain([TCLRPretrainDataset(videos, size=S)[k] for k in keys])
+    dev = collate_pretrain([TCLRPretrainDataset(videos, size=S, augment_on="device")[k]
+                            for k in keys])
+    assert "clips" in cpu and "frames" in dev and "clips" not in dev
+    torch.testing.assert_close(pretrain_input(dev, torch.device("cpu"), size=S),
+                               pretrain_input(cpu, torch.device("cpu"), size=S), atol=1e-6, rtol=0)
