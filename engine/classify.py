@@ -34,8 +34,8 @@ per_class_accuracy.csv, confusion_matrix.csv/.png, checkpoints/latest.pth and be
 What differs between the two protocols is decided in one place, :class:`Protocol`. The pieces
 shared with pretraining (optimizer step, non-finite / bad-batch guard, DDP wrap) are in
 engine.steps, the multi-clip evaluation in engine.evaluation, the backbone's initialisation in
-models.weights, the label subsets in dataloaders.subsets, the run's data in engine.classify_data and the
-reports in engine.classify_report.
+models.weights, the label subsets in dataloaders.subsets, the run's data in engine.classify_data
+and the reports in engine.classify_report.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Protocol:
     job: str                  # "linear" / "finetune": results.json, checkpoint meta, log lines
     title: str                # the run's banner
     frozen_backbone: bool     # no gradient into the backbone; checked unchanged at the end
-    bn_eval: bool             # backbone BatchNorm in eval mode while training (its buffers checked too)
+    bn_eval: bool             # backbone BatchNorm in eval mode in training; buffers checked too
     dropout: float            # before fc
     summary: str              # first clause of results.json's protocol sentence
     result_fields: dict       # what results.json adds for this protocol
@@ -95,7 +95,8 @@ class Protocol:
                        summary=f"linear probe (frozen backbone, BatchNorm {bn})",
                        result_fields={"bn_mode": cfg.bn_mode})
         return cls(job="finetune", title="full finetuning", frozen_backbone=False, bn_eval=False,
-                   dropout=cfg.dropout, summary=f"full finetuning (all layers, dropout {cfg.dropout:g})",
+                   dropout=cfg.dropout,
+                   summary=f"full finetuning (all layers, dropout {cfg.dropout:g})",
                    result_fields={"dropout": cfg.dropout})
 
     def prepare(self, plain: Classifier, device: torch.device) -> dict | None:
@@ -224,7 +225,8 @@ def make_checkpoint(plain: Classifier, optimizer, scaler, cfg: ClassifyConfig, e
         "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
         "model": plain.state_dict(),
         "meta": {"backbone": cfg.backbone, "width": cfg.width, "color": cfg.data.color,
-                 "kind": "classifier", "job": Protocol.from_config(cfg).job, "clip_len": cfg.data.clip_len,
+                 "kind": "classifier", "job": Protocol.from_config(cfg).job,
+                 "clip_len": cfg.data.clip_len,
                  "num_classes": len(class_names), "class_names": list(class_names)},
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "schedule": plateau.state_dict(), "selection": dict(selection),
