@@ -7,12 +7,9 @@ epochs, lr /10 after 9 epochs without improvement of the epoch's mean loss, fp16
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -25,48 +22,12 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
 from engine.distributed import all_gather_objects, gather_batch
 from engine.errors import TrainingError
 from engine.logging import Throughput, eta_text, steps_text
+from engine.preemption import StopFlag
 from engine.steps import (epoch_steps, gather_failures, optimizer_step, progress_bar,
                           reduce_and_guard, unwrap, warn_decode_failures, wrap_ddp)
 from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
 
 TERMS = ("total", "ic_global", "ic_local", "local_local", "global_local")
-
-
-# --------------------------------------------------------------------------------------------
-# Preemption: SIGTERM / SIGINT ask the loop to stop after the current step and save
-# --------------------------------------------------------------------------------------------
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the training loop checks it after every step."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.repeats = 0
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, _frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            self.repeats += 1
-            if self.repeats >= 2:
-                raise KeyboardInterrupt  # third Ctrl-C: give up on the graceful path
-            # os.write, not logging or print: a signal handler may interrupt either mid-write
-            os.write(2, b"Ctrl-C again: still saving. The run finishes its current step, writes "
-                        b"checkpoints/latest.pth and exits; a third Ctrl-C abandons that save "
-                        b"(the previous latest.pth stays intact)\n")
-            return
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
 
 
 # --------------------------------------------------------------------------------------------
