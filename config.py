@@ -31,8 +31,10 @@ from typing import Any
 
 import yaml
 
+from user_errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration problem the user can fix: bad key, type or value."""
 
 

@@ -27,8 +27,9 @@ from engine.distributed import all_gather_objects, all_reduce_sum, gather_batch
 from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
 from engine.logging import eta_text, steps_text
 from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
+from losses import TERM_NAMES
 
-TERMS = ("total", "ic_global", "ic_local", "local_local", "global_local")
+TERMS = ("total", *TERM_NAMES)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from user_errors import UserError
+
 PROJECT_FORMAT = "tclr-repro"
 RELEASE_COLOR = "bgr"  # the release decodes frames with OpenCV and never converts them to RGB
 # Where a backbone's keys may sit inside a state dict: ours ("backbone."), the release's
@@ -32,7 +34,7 @@ LOAD_ERRORS = (RuntimeError, EOFError, OSError, ValueError)
 OLD_R2PLUS1D_LAYER4_KEY = "layer4.0.conv1.0.3.weight"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the backbone (message names path, key, shapes)."""
 
 
