@@ -68,7 +68,7 @@ def test_json_file_and_tuple_flags(tmp_path):
     (["--preset", "imagenet"], "known presets"),
     (["--num-local", "3"], "derived"),
     (["--w-ic-global", "0", "--w-ic-local", "0", "--w-local-local", "0", "--w-global-local", "0"],
-     "nothing to train"),
+     "all loss weights are 0"),
     (["--device", "tpu"], "'device'"),
 ])
 def test_bad_values_fail_with_a_clear_message(argv, fragment):
