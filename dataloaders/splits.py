@@ -29,12 +29,14 @@ import os
 
 import numpy as np
 
+from user_errors import UserError
+
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v")
 SUBSETS = ("train", "test")
 _LOG = logging.getLogger(__name__)
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A dataset layout, split file or video list problem (the message names file and line)."""
 
 

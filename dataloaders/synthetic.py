@@ -53,6 +53,8 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from user_errors import UserError
+
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "synthetic_manifest.json"
 FOURCC_PREFERENCE = ("XVID", "MJPG")  # XviD as UCF101; MJPG where the OpenCV build lacks it
@@ -66,7 +68,7 @@ UCF_TEST_GROUP_FRACTION = 7 / 25  # official UCF101: groups 1-7, 8-14, 15-21 of 
 HMDB_TEST_FRACTION = 0.3  # official HMDB51: 70 train / 30 test videos per class
 
 
-class SyntheticDatasetError(Exception):
+class SyntheticDatasetError(UserError):
     """A bad argument, an unusable output folder or a video that could not be written."""
 
 

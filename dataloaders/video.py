@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from user_errors import UserError
+
 COLORS = ("bgr", "rgb")
 SEEK_MODES = ("auto", "never")
 # Seeking costs a keyframe search plus decoding from that keyframe; below this index grabbing is as fast.
@@ -40,7 +42,7 @@ _REAL_FRAME_COUNTS: dict[str, int] = {}
 _HEADER_OVERSTATES: set[str] = set()
 
 
-class VideoDecodeError(Exception):
+class VideoDecodeError(UserError):
     """A video that cannot give the requested frames.
 
     Attributes:

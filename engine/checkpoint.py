@@ -19,12 +19,13 @@ import torch
 
 from engine.errors import NonFiniteWeightsError
 from models.weights import CheckpointError, check_r2plus1d_layout, read_checkpoint
+from user_errors import UserError
 
 FORMAT = "tclr-repro"
 FORMAT_VERSION = 1
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(UserError, RuntimeError):
     """Writing a checkpoint failed; the previous file at the target path is untouched."""
 
 

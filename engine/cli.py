@@ -1,5 +1,6 @@
-"""Entry-point wrapper: user-fixable errors end as one clear line and exit status 2, no traceback;
-a lost peer process of a multi-process job ends as one clear line and exit status 1."""
+"""Entry-point wrapper: user-fixable errors (any user_errors.UserError) end as one clear line and
+exit status 2, no traceback; a lost peer process of a multi-process job ends as one clear line and
+exit status 1."""
 
 from __future__ import annotations
 
@@ -7,17 +8,8 @@ import re
 import sys
 from typing import Callable
 
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is the whole story for the user."""
-    from config import ConfigError
-    from dataloaders.splits import DatasetError
-    from dataloaders.synthetic import SyntheticDatasetError
-    from dataloaders.video import VideoDecodeError
-    from engine.checkpoint import CheckpointError, CheckpointWriteError
-    from engine.errors import TrainingError
-    return (ConfigError, DatasetError, VideoDecodeError, CheckpointError, CheckpointWriteError,
-            TrainingError, SyntheticDatasetError)
+from engine.errors import JobInterrupted
+from user_errors import UserError
 
 
 def _message(exc: BaseException) -> str:
@@ -48,8 +40,7 @@ def job_main(job: str, runner: str, argv: list[str] | None = None) -> int:
 
 def final_line(exc: BaseException) -> str | None:
     """The one line run_main prints for ``exc`` (None: not a user error, a traceback follows)."""
-    from engine.errors import JobInterrupted
-    if isinstance(exc, user_errors()):
+    if isinstance(exc, UserError):
         return f"error: {_message(exc)}"
     if isinstance(exc, JobInterrupted):
         return f"interrupted: {exc}"
@@ -67,11 +58,9 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     """Call ``main(argv)``; turn the project's user errors into ``error: ...`` and exit code 2,
     Ctrl-C into one ``interrupted: ...`` line and exit code 130 (no traceback in either case).
     engine.common.run_job has already written the same line into the run's log.txt."""
-    from engine.errors import JobInterrupted
-    errors = user_errors()
     try:
         code = main(argv)
-    except errors as exc:
+    except UserError as exc:
         _report(final_line(exc))
         sys.exit(2)
     except JobInterrupted as exc:

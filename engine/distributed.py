@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from config import ConfigError
+
 
 @dataclass
 class DistInfo:
@@ -44,7 +46,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            from config import ConfigError
             raise ConfigError(f"--device {name}: CUDA is not available on this machine (torch "
                               f"{torch.__version__}, built for CUDA {torch.version.cuda}); use "
                               "--device cpu, or --device auto to pick the GPU when there is one")

@@ -1,7 +1,9 @@
 """Errors raised by the training engines; each message says what happened, where, and what to do."""
 
+from user_errors import UserError
 
-class TrainingError(RuntimeError):
+
+class TrainingError(UserError, RuntimeError):
     """A training run stopped for a reason the user must look at."""
 
 

@@ -26,8 +26,9 @@ from engine.preemption import StopFlag
 from engine.steps import (epoch_steps, gather_failures, optimizer_step, progress_bar,
                           reduce_and_guard, unwrap, warn_decode_failures, wrap_ddp)
 from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
+from losses import TERM_NAMES
 
-TERMS = ("total", "ic_global", "ic_local", "local_local", "global_local")
+TERMS = ("total", *TERM_NAMES)
 
 
 # --------------------------------------------------------------------------------------------

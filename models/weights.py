@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from config import ConfigError
+from user_errors import UserError
 
 from .registry import build_backbone
 
@@ -42,7 +43,7 @@ LOAD_ERRORS = (RuntimeError, EOFError, OSError, ValueError)
 OLD_R2PLUS1D_LAYER4_KEY = "layer4.0.conv1.0.3.weight"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the backbone (message names path, key, shapes)."""
 
 

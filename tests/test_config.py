@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import confkit
 import config
 from config import ConfigError, parse_config
 
@@ -36,8 +37,44 @@ def test_defaults_are_the_papers():
 @pytest.mark.parametrize("preset", sorted(config.PRESETS))
 @pytest.mark.parametrize("job", sorted(config.JOBS))
 def test_every_preset_resolves_for_every_job(job, preset):
+    """Each of the preset's keys that the job has ends up in the resolved config with the preset's
+    value; the keys the job does not have are exactly those of other jobs (skipped, not lost)."""
     cfg, _ = parse_config(job, ["--preset", preset])
     assert cfg.preset == preset
+    leaves = config.leaf_fields(config.JOBS[job])
+    resolved = {name: confkit.get_value(cfg, path) for name, (path, _f, _t) in leaves.items()}
+    values = config.PRESETS[preset]
+    assert {k: resolved[k] for k in values if k in leaves} == {k: v for k, v in values.items()
+                                                                if k in leaves}
+    every_job = set().union(*(config.leaf_fields(cls) for cls in config.JOBS.values()))
+    assert set(values) <= every_job, set(values) - every_job
+
+
+# The presets by hand (the paper's settings, TCLR_SPEC section 8, and the demos' sizes): a change
+# to presets.py must be a change here too.
+PRESET_VALUES = {
+    ("ucf101_r3d18", "retrieval"): {"dataset": "ucf101", "split": 1, "width": 64,
+                                    "resolution": 112, "backbone": "r3d18"},
+    ("ucf101_c3d", "linear"): {"backbone": "c3d", "width": 64, "resolution": 112},
+    ("k400_r2plus1d18", "pretrain"): {"dataset": "kinetics400", "backbone": "r2plus1d18"},
+    ("demo", "pretrain"): {"dataset": "synthetic", "data_root": "data/synthetic_demo",
+                           "width": 16, "resolution": 32, "batch_size": 10, "amp": "off",
+                           "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
+                           "synthetic_classes": 6, "synthetic_videos_per_class": 30},
+    ("demo_linear", "linear"): {"width": 16, "resolution": 32, "bn_mode": "train",
+                                "select": "last", "val_fraction": 0.0, "num_test_clips": 3},
+    ("learning", "pretrain"): {"width": 8, "resolution": 24, "batch_size": 20,
+                               "synthetic_design": "trajectory", "synthetic_videos_per_class": 180},
+}
+
+
+@pytest.mark.parametrize("preset, job", sorted(PRESET_VALUES))
+def test_presets_hold_the_documented_values(preset, job):
+    cfg, _ = parse_config(job, ["--preset", preset])
+    flat = {**config.to_dict(cfg), **config.to_dict(cfg)["data"]}
+    expected = {k: list(v) if isinstance(v, tuple) else v
+                for k, v in PRESET_VALUES[preset, job].items()}
+    assert {k: flat[k] for k in expected} == expected
 
 
 def test_precedence_preset_file_cli(tmp_path):
@@ -68,7 +105,7 @@ def test_json_file_and_tuple_flags(tmp_path):
     (["--preset", "imagenet"], "known presets"),
     (["--num-local", "3"], "derived"),
     (["--w-ic-global", "0", "--w-ic-local", "0", "--w-local-local", "0", "--w-global-local", "0"],
-     "nothing to train"),
+     "all loss weights are 0"),
     (["--device", "tpu"], "'device'"),
 ])
 def test_bad_values_fail_with_a_clear_message(argv, fragment):
@@ -195,3 +232,55 @@ def test_synthetic_generator_help_shows_defaults():
                      "videos per class, >= 4 (default: 12)",
                      "frames per video (default: 150)", "(default: 25.0)"):
         assert fragment in text, fragment
+
+
+# --------------------------------------------------------------------------------------------
+# The names a config field accepts are the names the code that builds them knows
+# --------------------------------------------------------------------------------------------
+
+def _registries() -> dict[str, tuple]:
+    """leaf field -> the names of the registry (or name list) that builds or checks its value."""
+    import models  # noqa: F401  (registers the backbones)
+    from dataloaders.augment import COLOR_OPS
+    from dataloaders.datasets import AUGMENT_PLACES
+    from dataloaders.splits import DATASETS
+    from dataloaders.synthetic import DESIGNS
+    from dataloaders.video import COLORS
+    from engine.classify_report import SELECT_LABELS
+    from engine.schedules import CLASSIFIER_LR_RULES
+    from models.registry import BACKBONES
+    return {"backbone": tuple(BACKBONES), "dataset": tuple(DATASETS),
+            "synthetic_design": tuple(DESIGNS), "color_ops": COLOR_OPS, "color": COLORS,
+            "augment_on": AUGMENT_PLACES, "lr_rule": CLASSIFIER_LR_RULES,
+            "select": tuple(SELECT_LABELS)}
+
+
+@pytest.mark.parametrize("name", ["backbone", "dataset", "synthetic_design", "color_ops", "color",
+                                  "augment_on", "lr_rule", "select"])
+def test_config_choices_are_the_registries_names(name):
+    registry = _registries()[name]
+    for job, cls in config.JOBS.items():
+        leaves = config.leaf_fields(cls)
+        if name in leaves:
+            assert set(leaves[name][1].metadata["choices"]) == set(registry), (job, name)
+
+
+def test_loss_weight_fields_are_the_objectives_terms():
+    """One w_<term> field per loss term, in the objective's order (losses.TERM_NAMES)."""
+    import losses
+    weights = [n for n in config.leaf_fields(config.PretrainConfig) if n.startswith("w_")]
+    assert weights == ["w_" + term for term in losses.TERM_NAMES]
+    assert config.LOSS_TERMS == losses.TERM_NAMES
+    cfg, _ = parse_config("pretrain", ["--w-local-local", "0.5"])
+    assert config.loss_weights(cfg) == {**dict.fromkeys(losses.TERM_NAMES, 1.0), "local_local": 0.5}
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--w-ic-global", "-1"], "config keys 'w_*': loss weight 'ic_global' must be finite and >= 0"),
+    (["--w-ic-global", "0", "--w-ic-local", "0", "--w-local-local", "0", "--w-global-local", "0"],
+     "config keys 'w_*': all loss weights are 0"),
+])
+def test_loss_weights_are_checked_by_the_objectives_rule(argv, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_config("pretrain", argv)
+    assert fragment in str(info.value)

@@ -1,0 +1,114 @@
+"""Config files and text: YAML/JSON in, ``config.yaml`` out, plain dicts, the resolved dump."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from confkit.fields import (ConfigError, apply_overrides, flatten_mapping, get_value, is_derived,
+                            leaf_fields)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a mapping."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--config {p} is a directory, not a config file (a run folder's is "
+                          f"{p / 'config.yaml'})")
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
+                          f"{exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain-Python dict of a config (tuples become lists)."""
+    def conv(v):
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return conv(dataclasses.asdict(cfg))
+
+
+def from_dict(cls: type, values: Mapping[str, Any]):
+    """Rebuild a ``cls`` config from :func:`to_dict` output, leaving out its derived fields (the
+    caller's finalize recomputes them)."""
+    cfg = cls()
+    leaves = leaf_fields(cls)
+    settable = {k: v for k, v in flatten_mapping(values, cls).items()
+                if not (k in leaves and is_derived(leaves[k][1]))}
+    apply_overrides(cfg, settable, source="saved config")
+    return cfg
+
+
+def save_config(cfg: Any, run_dir: str | os.PathLike) -> Path:
+    """Write the resolved config as ``config.yaml`` into ``run_dir`` (re-usable via --config).
+
+    Its first line names the config class (read back by :func:`saved_class_name`)."""
+    path = Path(run_dir) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = to_dict(cfg)
+    header = (f"# Resolved {type(cfg).__name__}. Re-run with: --config {path.name}\n"
+              "# Derived fields (recomputed on load, not settable): "
+              + ", ".join(n for n, (_p, f, _t) in leaf_fields(type(cfg)).items()
+                          if is_derived(f)) + "\n")
+    path.write_text(header + yaml.safe_dump(_strip_derived(cfg, values), sort_keys=False))
+    return path
+
+
+def _strip_derived(cfg: Any, values: dict[str, Any]) -> dict[str, Any]:
+    leaves = leaf_fields(type(cfg))
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out[key] = {k: v for k, v in value.items() if not is_derived(leaves[k][1])}
+        elif not is_derived(leaves[key][1]):
+            out[key] = value
+    return out
+
+
+def saved_class_name(path: str | os.PathLike) -> str | None:
+    """The config class a file written by :func:`save_config` names in its header, else None."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    match = re.match(r"# Resolved (\w+)\.", first)
+    return match.group(1) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# Describing a resolved config
+# --------------------------------------------------------------------------------------------
+
+def describe(cfg: Any, sources: dict[str, str] | None = None) -> str:
+    """Human-readable multi-line dump of the resolved config (for banners).
+
+    Args:
+        cfg: a config.
+        sources: leaf name -> where its value came from (:func:`value_sources`), printed beside
+            each value when given.
+    """
+    lines = []
+    for name, (path, _f, _tp) in leaf_fields(type(cfg)).items():
+        value = f"{get_value(cfg, path)!r}"
+        if sources is not None:
+            value = f"{value:32s} # {sources.get(name, 'default')}"
+        lines.append(f"  {name:28s} {value}")
+    return "\n".join(lines)

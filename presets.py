@@ -1,0 +1,55 @@
+"""Named presets: the paper's experiments and the CPU-sized demos, as flat config values.
+
+A preset maps leaf config keys (``config``'s field names) to values; a job skips the keys it does
+not have, so one preset serves pretraining and evaluation alike. ``--preset NAME`` applies one
+(defaults < preset < config file < flags). This module imports nothing: ``config`` checks the
+values against the schema when a preset is applied (tests/test_config.py applies every one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PAPER_UCF = {"dataset": "ucf101", "split": 1, "width": 64, "resolution": 112}
+PRESETS: dict[str, dict[str, Any]] = {
+    "ucf101_r3d18": {**_PAPER_UCF, "backbone": "r3d18"},
+    "ucf101_r2plus1d18": {**_PAPER_UCF, "backbone": "r2plus1d18"},
+    "ucf101_c3d": {**_PAPER_UCF, "backbone": "c3d"},
+    "k400_r3d18": {**_PAPER_UCF, "dataset": "kinetics400", "backbone": "r3d18"},
+    "k400_r2plus1d18": {**_PAPER_UCF, "dataset": "kinetics400", "backbone": "r2plus1d18"},
+    # CPU-sized: a narrow R3D-18 on small synthetic videos (TCLR_SPEC section 11's sizing hint).
+    "demo": {
+        "dataset": "synthetic", "data_root": "data/synthetic_demo", "backbone": "r3d18",
+        "width": 16, "resolution": 32, "num_workers": 2, "amp": "off", "batch_size": 10,
+        "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
+        "synthetic_classes": 6, "synthetic_videos_per_class": 30, "synthetic_frames": 96,
+        "synthetic_width": 64, "synthetic_height": 48,
+    },
+    # The learning demo (scripts/learning_demo.sh): a width-8 R3D-18 at 24 px (about 2 s per step
+    # of 20 videos on one core) on the "trajectory" design, enough videos for 324 test queries
+    # (README "Demo and mini ablation").
+    "learning": {
+        "dataset": "synthetic", "data_root": "data/synthetic_trajectory", "backbone": "r3d18",
+        "width": 8, "resolution": 24, "num_workers": 2, "amp": "off", "batch_size": 20,
+        "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
+        "synthetic_design": "trajectory", "synthetic_classes": 6, "synthetic_videos_per_class": 180,
+        "synthetic_frames": 96, "synthetic_width": 64, "synthetic_height": 48,
+    },
+}
+# The linear probe of the CPU demos (demo.sh, mini_ablation.sh): the last epoch, no held-out videos,
+# 3 test clips, and BatchNorm statistics that keep updating (the release's protocol; frozen
+# statistics would judge a random backbone with its uncalibrated initial ones).
+DEMO_LINEAR_PROBE = {"bn_mode": "train", "select": "last", "val_fraction": 0.0, "num_test_clips": 3}
+PRESETS["demo_linear"] = {**PRESETS["demo"], **DEMO_LINEAR_PROBE}
+
+
+# --help: what a preset is for (PRESETS holds its values).
+PRESET_HELP: dict[str, str] = {
+    "ucf101_r3d18": "the paper's UCF101 setting (split 1, 112 px, full width) with R3D-18",
+    "ucf101_r2plus1d18": "the paper's UCF101 setting with R(2+1)D-18",
+    "ucf101_c3d": "the paper's UCF101 setting with C3D",
+    "k400_r3d18": "Kinetics-400 pretraining with R3D-18 (112 px, full width)",
+    "k400_r2plus1d18": "Kinetics-400 pretraining with R(2+1)D-18",
+    "demo": "CPU-sized: a narrow R3D-18 (width 16, 32 px) on small generated synthetic videos "
+            "(6 classes x 30 videos; scripts/demo.sh)",
+}
