@@ -1,4 +1,4 @@
-"""`python -m dataloaders.synthetic`: write a synthetic dataset (flags: dataloaders.synthetic.build_parser)."""
+"""`python -m dataloaders.synthetic`: write a synthetic dataset (flags: generator.build_parser)."""
 
 import sys
 
