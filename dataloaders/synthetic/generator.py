@@ -166,7 +166,7 @@ def generate(out: str | Path, classes: int = 10, videos_per_class: int = 12, fra
              width: int = 320, height: int = 240, seed: int = 0, layout: str = "ucf101",
              fps: float = 25.0, workers: int = 1, progress: bool = True,
              overwrite: bool = False, design: str = DEFAULT_DESIGN) -> GenerationSummary:
-    """Generate the synthetic dataset under `out` (see the module docstring for the design).
+    """Generate the synthetic dataset under `out` (see the package docstring for the design).
 
     Args:
         out: dataset root. UCF101 layout: out/UCF-101/<Class>/v_<Class>_gXX_cYY.avi and
