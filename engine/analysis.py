@@ -195,19 +195,18 @@ def checkpoint_labels(checkpoints: Sequence[str]) -> list[str]:
 
 
 def load_backbones(cfg: RetrievalConfig, checkpoints: Sequence[str], ctx: RunContext) -> dict[str, tuple]:
-    """label -> (backbone on ctx.device, init info from engine.classify.init_backbone).
+    """label -> (backbone on ctx.device, init info from models.weights.init_backbone).
 
     Every backbone is built from cfg.seed, so "random" is the same network on every run.
     """
-    from engine.classify import init_backbone
-    from models import build_backbone
+    from engine.checkpoint import require_finite
+    from models import build_initialised_backbone
 
     loaded = {}
     for label, name in zip(checkpoint_labels(checkpoints), checkpoints):
         seed_everything(cfg.seed)
-        backbone = build_backbone(cfg.backbone, width=cfg.width)
         one = dataclasses.replace(cfg, checkpoint="" if name == RANDOM_INIT else name)
-        info = init_backbone(backbone, one, ctx.logger)
+        backbone, info = build_initialised_backbone(one, ctx.logger, require_finite)
         loaded[label] = (backbone.to(ctx.device).eval(), info)
     return loaded
 

@@ -30,94 +30,101 @@ of larger ones for the same seed); the validation videos are drawn before it and
 videos beyond the fraction, which results.json notes (``select=last`` avoids them).
 Outputs in the run folder: results.json, labelled_videos.txt, val_videos.txt,
 per_class_accuracy.csv, confusion_matrix.csv/.png, checkpoints/latest.pth and best.pth.
+
+What differs between the two protocols is decided in one place, :class:`Protocol`. The pieces
+shared with pretraining (optimizer step, non-finite / bad-batch guard, DDP wrap) are in
+engine.steps, the multi-clip evaluation in engine.evaluation, the backbone's initialisation in
+models.weights, the label subsets in dataloaders.subsets, the run's data in engine.classify_data
+and the reports in engine.classify_report.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 import config as config_mod
-from config import ClassifyConfig, ConfigError, LinearConfig
+from config import ClassifyConfig, LinearConfig
 from engine import checkpoint as ckpt_io
-from engine import metrics
-from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
-                           make_scaler, run_job, seed_everything)
-from engine.distributed import all_gather_objects, all_reduce_sum
-from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
-from engine.logging import eta_text, steps_text
+from engine.classify_data import ClassifyData, build_data, write_subsets
+from engine.classify_report import SELECT_LABELS, build_results, write_outputs
+from engine.common import RunContext, amp_dtype, autocast, make_scaler, run_job, seed_everything
+from engine.distributed import all_reduce_sum
+from engine.errors import TrainingError
+from engine.evaluation import EvalResult, batch_parts, evaluate
+from engine.logging import eta_text
 from engine.schedules import PlateauState, classifier_update, set_lr
-
-SELECT_LABELS = {
-    "val": "val (best accuracy on held-out train videos)",
-    "last": "last (last epoch)",
-    "best_test": "best_test (optimistic: selected on the test split)",
-}
+from engine.steps import (epoch_steps, gather_failures, optimizer_step, progress_bar,
+                          reduce_and_guard, warn_decode_failures, wrap_ddp)
+from models import Classifier, build_initialised_backbone
 
 
 # --------------------------------------------------------------------------------------------
-# Model
+# Linear probe or finetuning
 # --------------------------------------------------------------------------------------------
 
-class Classifier(nn.Module):
-    """Backbone -> average over time (and space, inside the backbone) -> [dropout] -> Linear.
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that separates linear evaluation from finetuning, decided once from the config.
 
-    State-dict keys are ``backbone.<torchvision-style name>`` and ``fc.weight``/``fc.bias``, so a
-    classifier checkpoint also loads as backbone weights elsewhere.
-
-    Args:
-        backbone: module mapping clips [B, 3, T, H, W] -> feature map [B, C, T'] with attribute
-            ``out_channels`` = C.
-        num_classes: number of output classes.
-        dropout: dropout probability before fc (0 = none).
+    As MoCo's main_lincls.py: the linear probe freezes the backbone, keeps its BatchNorm layers in
+    eval mode (unless ``bn_mode=train``, the release's behaviour) and checks at the end that the
+    backbone did not change; finetuning trains every layer, with optional dropout before fc.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.0):
-        super().__init__()
-        self.backbone = backbone
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(backbone.out_channels, num_classes)
-        self.backbone_frozen = False
+    job: str                  # "linear" / "finetune": results.json, checkpoint meta, log lines
+    title: str                # the run's banner
+    frozen_backbone: bool     # no gradient into the backbone; checked unchanged at the end
+    bn_eval: bool             # backbone BatchNorm in eval mode in training; buffers checked too
+    dropout: float            # before fc
+    summary: str              # first clause of results.json's protocol sentence
+    result_fields: dict       # what results.json adds for this protocol
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features: clips [B, 3, T, H, W] -> [B, C]."""
-        if self.backbone_frozen:
-            # nothing upstream of fc needs a gradient: skip storing activations
-            with torch.no_grad():
-                return self.backbone(x).mean(dim=2)                      # [B, C]
-        return self.backbone(x).mean(dim=2)                              # [B, C]
+    @classmethod
+    def from_config(cls, cfg: ClassifyConfig) -> "Protocol":
+        if isinstance(cfg, LinearConfig):
+            bn_eval = cfg.bn_mode == "frozen"
+            bn = ("in eval mode" if bn_eval
+                  else "in train mode: running statistics updated, as the release")
+            return cls(job="linear", title="linear evaluation", frozen_backbone=True,
+                       bn_eval=bn_eval, dropout=0.0,
+                       summary=f"linear probe (frozen backbone, BatchNorm {bn})",
+                       result_fields={"bn_mode": cfg.bn_mode})
+        return cls(job="finetune", title="full finetuning", frozen_backbone=False, bn_eval=False,
+                   dropout=cfg.dropout,
+                   summary=f"full finetuning (all layers, dropout {cfg.dropout:g})",
+                   result_fields={"dropout": cfg.dropout})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits: clips [B, 3, T, H, W] -> [B, num_classes]."""
-        return self.fc(self.dropout(self.features(x)))
+    def prepare(self, plain: Classifier, device: torch.device) -> dict | None:
+        """Freeze the backbone (linear) and move the classifier to ``device``; returns the
+        backbone snapshot that :meth:`check_unchanged` compares with (None: nothing to check)."""
+        if self.frozen_backbone:
+            plain.freeze_backbone()
+        plain.to(device)
+        return cpu_state(plain.backbone) if self.frozen_backbone else None
 
-    def freeze_backbone(self) -> None:
-        """Stop gradients into the backbone (linear evaluation)."""
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone_frozen = True
+    def set_train_mode(self, model: nn.Module, plain: Classifier) -> None:
+        """model.train(), except a backbone whose BatchNorm must stay in eval mode."""
+        model.train()
+        if self.bn_eval:
+            plain.backbone.eval()
+
+    def check_unchanged(self, plain: Classifier, snapshot: dict | None, logger) -> None:
+        """The end-of-run check of a frozen backbone (parameters; buffers too with bn_eval)."""
+        if not self.frozen_backbone:
+            return
+        check_backbone_unchanged(plain.backbone, snapshot, include_buffers=self.bn_eval)
+        logger.info("frozen-backbone check passed: backbone parameters"
+                    + (" and BatchNorm statistics" if self.bn_eval else "") + " are unchanged")
 
 
-def set_train_mode(model: nn.Module, plain: Classifier, cfg: ClassifyConfig) -> None:
-    """model.train(), except the backbone of a linear probe with frozen BatchNorm (eval mode)."""
-    model.train()
-    if isinstance(cfg, LinearConfig) and cfg.bn_mode == "frozen":
-        plain.backbone.eval()
-
-
-def backbone_snapshot(backbone: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of every parameter and buffer of the backbone."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in backbone.state_dict().items()}
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of every parameter and buffer of ``module``."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def check_backbone_unchanged(backbone: nn.Module, snapshot: dict[str, torch.Tensor],
@@ -126,7 +133,7 @@ def check_backbone_unchanged(backbone: nn.Module, snapshot: dict[str, torch.Tens
 
     Args:
         backbone: the backbone after training.
-        snapshot: :func:`backbone_snapshot` taken before training.
+        snapshot: :func:`cpu_state` of the backbone before training.
         include_buffers: also compare buffers (BatchNorm running statistics); True for
             ``bn_mode=frozen``, False for ``bn_mode=train`` where they drift by design.
     Raises:
@@ -148,236 +155,8 @@ def check_backbone_unchanged(backbone: nn.Module, snapshot: dict[str, torch.Tens
             "mode.")
 
 
-def build_classifier(cfg: ClassifyConfig, num_classes: int) -> Classifier:
-    """Backbone of the configured architecture/width + fc, randomly initialised from cfg.seed."""
-    from models import build_backbone
-    backbone = build_backbone(cfg.backbone, width=cfg.width)
-    dropout = getattr(cfg, "dropout", 0.0)
-    return Classifier(backbone, num_classes, dropout=dropout)
-
-
-def init_backbone(backbone: nn.Module, cfg: Any, logger) -> dict[str, Any]:
-    """Load ``cfg.checkpoint`` into the backbone (random initialisation when it is empty).
-
-    Channel order policy: when the checkpoint records one (this project's ``meta.color``; the
-    release's files are BGR) and it differs from ``cfg.data.color``, this raises ConfigError:
-    features of a network fed the other channel order are silently worse, which would put a wrong
-    number in a table. When the file does not say (bare / torchvision state dicts), a warning
-    names the order used.
-
-    Returns:
-        {"init": "random"|"checkpoint", "checkpoint": path or None, "init_source": ...,
-         "load_summary": one line}.
-    Raises:
-        models.CheckpointError: unreadable file or backbone mismatch.
-        ConfigError: channel-order mismatch.
-    """
-    if not cfg.checkpoint:
-        logger.info("no --checkpoint: random initialisation (the from-scratch baseline)")
-        return {"init": "random", "checkpoint": None, "init_source": None,
-                "load_summary": "random initialisation"}
-    from models import load_backbone_weights
-    report = load_backbone_weights(backbone, cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint)
-    ckpt_io.require_finite(backbone.state_dict(), f"{cfg.checkpoint}: its backbone weights",
-                           " It cannot be evaluated: use a checkpoint from before the training "
-                           "diverged (checkpoints/epoch_NNNN.pth)")
-    summary = load_summary(cfg.checkpoint, report)
-    logger.info(summary)
-    if report.color is not None and report.color != cfg.data.color:
-        raise ConfigError(
-            f"{cfg.checkpoint} was trained on {report.color.upper()} frames but this run feeds "
-            f"{cfg.data.color.upper()} (--color {cfg.data.color}); pass --color {report.color} so "
-            "the network sees the channel order it learned")
-    if report.color is None:
-        logger.warning(f"{cfg.checkpoint} does not record its channel order; feeding "
-                       f"{cfg.data.color.upper()} frames (--color). torchvision's Kinetics weights "
-                       "expect RGB, the release's expect BGR.")
-    return {"init": "checkpoint", "checkpoint": str(cfg.checkpoint), "init_source": report.source,
-            "load_summary": summary}
-
-
-def load_summary(path: str, report) -> str:
-    """One line describing a models.LoadReport."""
-    prefixes = sorted({k.split(".")[0] for k in report.ignored})
-    ignored = f"{len(report.ignored)} keys ignored" + (f" ({', '.join(prefixes[:6])})"
-                                                       if prefixes else "")
-    missing = f"; {len(report.missing)} optional keys absent" if report.missing else ""
-    return (f"loaded {len(report.loaded)} backbone tensors from {path} ({report.source} format, "
-            f"channel order {report.color or 'not recorded'}); {ignored}{missing}")
-
-
 # --------------------------------------------------------------------------------------------
-# Train / validation / label subsets
-# --------------------------------------------------------------------------------------------
-
-def stratified_pick(videos: list, fraction: float, seed: int, stream: int,
-                    keep_min: int = 0, take_min: int = 0) -> tuple[list, list]:
-    """Pick ``fraction`` of the videos of every class, at random (seeded).
-
-    Per class with n videos, round(fraction * n) videos are picked, at least ``take_min`` and at
-    most n - ``keep_min``. The class's videos are shuffled once by (seed, stream, class) and the
-    first ones taken, so smaller fractions give subsets of larger ones with the same seed.
-
-    Args:
-        videos: list of (path, label).
-        fraction: share of each class to pick, in [0, 1].
-        seed, stream: the random seed, and a stream number that separates independent draws.
-        keep_min: videos per class that must stay unpicked (when the class has more than that).
-        take_min: videos per class that must be picked (when the class has that many).
-    Returns:
-        (picked, rest), each in the input order.
-    """
-    by_class: dict[int, list[int]] = {}
-    for i, (_path, label) in enumerate(videos):
-        by_class.setdefault(int(label), []).append(i)
-    picked: set[int] = set()
-    for label, idx in sorted(by_class.items()):
-        n = len(idx)
-        count = int(math.floor(fraction * n + 0.5))
-        count = max(count, min(take_min, n))
-        count = min(count, max(0, n - keep_min)) if n > keep_min else min(count, n)
-        rng = np.random.default_rng([seed, stream, label])
-        picked.update(idx[j] for j in rng.permutation(n)[:count])
-    return ([v for i, v in enumerate(videos) if i in picked],
-            [v for i, v in enumerate(videos) if i not in picked])
-
-
-def split_train_videos(videos: list, cfg: ClassifyConfig) -> tuple[list, list]:
-    """(labelled training videos, validation videos) from the train split.
-
-    Validation (select=val): ``val_fraction`` of every class (at least one video per class, and
-    at least one left for training), drawn first, so the validation set does not depend on the
-    label fraction. Then ``label_fraction`` of every class of the remainder (at least one video
-    per class) is kept as the labelled training set.
-    """
-    val: list = []
-    pool = videos
-    if cfg.select == "val" and cfg.val_fraction > 0:
-        val, pool = stratified_pick(videos, cfg.val_fraction, cfg.seed, stream=0, keep_min=1,
-                                    take_min=1)
-    if cfg.label_fraction < 1.0:
-        labelled, _ = stratified_pick(pool, cfg.label_fraction, cfg.seed, stream=1, take_min=1)
-    else:
-        labelled = list(pool)
-    return labelled, val
-
-
-def write_video_list(path: Path, videos: list, root: str) -> None:
-    """One "<path relative to root> <0-based label>" line per video (label = the last field)."""
-    path.write_text("".join(f"{os.path.relpath(p, root)} {int(y)}\n" for p, y in videos))
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class ClassifyData:
-    """Loaders and lists of one classification run."""
-
-    train_loader: Any
-    train_sampler: Any
-    val_loader: Any | None
-    test_loader: Any
-    class_names: list
-    train_videos: list
-    val_videos: list
-    test_videos: list
-
-
-def eval_batch_size(cfg: ClassifyConfig, num_clips: int) -> int:
-    """Videos per evaluation batch per process: cfg.eval_batch_size, or about as many clips as a
-    training batch (per_device_batch // num_clips, at least 1)."""
-    if cfg.eval_batch_size:
-        return cfg.eval_batch_size
-    return max(1, cfg.per_device_batch // num_clips)
-
-
-def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
-    """Video lists, subsets (written to the run folder) and loaders."""
-    from dataloaders import datasets as ds
-    from dataloaders.splits import build_video_list, check_split_lists
-    ensure_dataset(cfg, ctx.logger)
-    d = cfg.data
-    train_all, class_names = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
-    test_videos, test_classes = build_video_list(d.dataset, d.data_root, split=d.split,
-                                                 subset="test")
-    if list(test_classes) != list(class_names):
-        raise TrainingError(f"{d.dataset} split {d.split} under {d.data_root}: the train and test "
-                            "lists name different classes")
-    for note in check_split_lists(train_all, test_videos, f"{d.dataset} split {d.split} under "
-                                                          f"{d.data_root}"):
-        ctx.logger.warning(note)
-    ds.check_eval_lengths(test_videos, d.clip_len, d.train_stride, f"{d.dataset} split {d.split} "
-                                                                    "test")
-    train_videos, val_videos = split_train_videos(train_all, cfg)
-    train_set = ds.build_dataset(d, "train", train_videos, cfg.seed)
-    if len(train_set) < cfg.batch_size:
-        raise TrainingError(too_few_videos(cfg, len(train_all), len(train_videos),
-                                           len(val_videos)))
-    train_loader, train_sampler = make_loader(train_set, cfg, ctx.dist, train=True,
-                                              collate_fn=ds.collate_clips)
-    val_loader = None
-    if val_videos:
-        val_clips = cfg.val_clips or cfg.num_test_clips
-        val_loader = _eval_loader(cfg, ctx, val_videos, val_clips)
-    test_loader = _eval_loader(cfg, ctx, test_videos, cfg.num_test_clips)
-    ctx.logger.info(
-        f"{d.dataset} split {d.split}: {len(train_all)} train videos -> {len(train_videos)} "
-        f"labelled for training (label fraction {cfg.label_fraction:g}), {len(val_videos)} held "
-        f"out for validation (val fraction {cfg.val_fraction:g}, seed {cfg.seed}); "
-        f"{len(test_videos)} test videos; {len(class_names)} classes; "
-        f"{steps_text(len(train_loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} clips, "
-        f"at most {cfg.epochs} epochs")
-    return ClassifyData(train_loader, train_sampler, val_loader, test_loader, list(class_names),
-                        train_videos, val_videos, test_videos)
-
-
-def too_few_videos(cfg: ClassifyConfig, listed: int, labelled: int, held_out: int) -> str:
-    """Why fewer labelled videos than one batch remain, naming the setting that causes it."""
-    text = (f"{labelled} labelled training videos, fewer than one batch ({cfg.batch_size}): the "
-            f"train list has {listed}")
-    if held_out and listed - held_out < cfg.batch_size <= listed:
-        return (f"{text}, of which --val-fraction {cfg.val_fraction:g} holds out {held_out} for "
-                f"validation (at least one per class); lower --val-fraction, use --select last "
-                f"(no validation videos), or lower --batch-size")
-    if cfg.label_fraction < 1.0 and listed - held_out >= cfg.batch_size:
-        return (f"{text}, and --label-fraction {cfg.label_fraction:g} keeps {labelled} of them; "
-                "raise --label-fraction or lower --batch-size")
-    return (f"{text}{f' ({held_out} held out for validation)' if held_out else ''}; lower "
-            "--batch-size")
-
-
-def write_subsets(ctx: RunContext, data: "ClassifyData") -> None:
-    """labelled_videos.txt and val_videos.txt in the run folder (rank 0)."""
-    if ctx.dist.is_main:
-        root = ctx.cfg.data.data_root
-        write_video_list(ctx.run_dir / "labelled_videos.txt", data.train_videos, root)
-        write_video_list(ctx.run_dir / "val_videos.txt", data.val_videos, root)
-
-
-def _eval_loader(cfg: ClassifyConfig, ctx: RunContext, videos: list, num_clips: int):
-    from dataloaders import datasets as ds
-    dataset = ds.build_dataset(cfg.data, "eval", videos, cfg.seed, num_clips=num_clips)
-    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False, collate_fn=ds.collate_multiclip,
-                            batch_size=eval_batch_size(cfg, num_clips))
-    return loader
-
-
-def batch_parts(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list, list]:
-    """(clips on device, labels on device, video ids, decode failures) of a loader batch.
-
-    Training batches (collate_clips) hold "clip" [B, 3, T, S, S]; evaluation batches
-    (collate_multiclip) hold "clips" [B, C_clips, 3, T, S, S] and "video_id".
-    """
-    clips = batch["clip"] if "clip" in batch else batch["clips"]
-    ids = batch["video_id"] if "video_id" in batch else batch.get("index", torch.zeros(0))
-    return (clips.to(device, non_blocking=True), batch["label"].to(device, non_blocking=True),
-            [int(i) for i in ids], list(batch.get("failures", [])))
-
-
-# --------------------------------------------------------------------------------------------
-# One training epoch, one evaluation pass
+# One training epoch
 # --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -393,37 +172,20 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, plain: Classifier, loader
     """One pass over the labelled training clips; returns the mean loss over processes."""
     cfg: ClassifyConfig = ctx.cfg
     device, dtype = ctx.device, amp_dtype(cfg.amp, ctx.device)
-    steps_total = len(loader)
-    if cfg.max_steps_per_epoch:
-        steps_total = min(steps_total, cfg.max_steps_per_epoch)
-    set_train_mode(model, plain, cfg)
+    steps_total = epoch_steps(loader, cfg.max_steps_per_epoch)
+    Protocol.from_config(cfg).set_train_mode(model, plain)
     criterion = nn.CrossEntropyLoss()
     sums = torch.zeros(3, dtype=torch.float64)                  # loss sum, correct, clips
     failures: list = []
-    bar = tqdm(total=steps_total, desc=f"train {epoch + 1}/{cfg.epochs}", leave=False,
-               dynamic_ncols=True,
-               disable=not (ctx.dist.is_main and cfg.progress))
+    bar = progress_bar(ctx, f"train {epoch + 1}/{cfg.epochs}", total=steps_total)
     step = 0
     for batch in loader:
         clips, labels, _ids, bad = batch_parts(batch, device)    # [B, 3, T, S, S], [B]
         with autocast(device, dtype):
             logits = model(clips)                                 # [B, classes]
         loss = criterion(logits.float(), labels)
-        flags = torch.tensor([loss.detach().float().item(),
-                              float(len(bad) > cfg.data.max_bad_fraction * clips.shape[0])])
-        reduced = all_reduce_sum(flags.to(device)).cpu()
-        if not math.isfinite(reduced[0].item()):
-            raise NonFiniteLossError(
-                f"non-finite classification loss at epoch {epoch + 1}, step {step + 1}; nothing "
-                "was saved from this epoch. Try --amp off or a lower --lr.")
-        if reduced[1] > 0:
-            raise TooManyBadVideosError(
-                f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to decode at epoch "
-                f"{epoch + 1}, step {step + 1}: " + "; ".join(f"{p}: {r}" for p, r in bad))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        _guard(cfg, loss, bad, clips.shape[0], f"epoch {epoch + 1}, step {step + 1}")
+        optimizer_step(loss, optimizer, scaler)
         failures.extend(tuple(f) for f in bad)
         sums += torch.tensor([loss.item() * len(labels),
                               (logits.argmax(1) == labels).sum().item(), len(labels)],
@@ -436,61 +198,20 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, plain: Classifier, loader
     bar.close()
     total = all_reduce_sum(sums.to(device)).cpu()
     clips_seen = max(1.0, total[2].item())
-    gathered = [f for per_rank in all_gather_objects(failures) for f in per_rank]
     return EpochStats(loss=total[0].item() / clips_seen,
-                      accuracy=100.0 * total[1].item() / clips_seen, steps=step, failures=gathered)
+                      accuracy=100.0 * total[1].item() / clips_seen, steps=step,
+                      failures=gather_failures(failures))
 
 
-@dataclass
-class EvalResult:
-    """Per-video results of a multi-clip evaluation (identical on every process)."""
-
-    video_ids: torch.Tensor     # [V] dataset indices, sorted
-    probs: torch.Tensor         # [V, classes] softmax averaged over each video's clips
-    labels: torch.Tensor        # [V]
-    num_listed: int             # videos in the list evaluated
-    failures: list = field(default_factory=list)   # (path, reason) of videos that failed
-
-    @property
-    def num_videos(self) -> int:
-        return int(self.video_ids.numel())
-
-    def accuracy(self) -> dict[int, float]:
-        return metrics.topk_accuracy(self.probs, self.labels, (1, 5))
-
-
-@torch.no_grad()
-def evaluate(ctx: RunContext, model: nn.Module, loader, num_classes: int, desc: str) -> EvalResult:
-    """Multi-clip evaluation of every video of ``loader``'s dataset, exactly once.
-
-    Each process scores its shard; the per-video probabilities are gathered by video id, so the
-    DistributedSampler's padding copies are counted once. Pass the plain (unwrapped) model: the
-    shards may differ in length by a batch, and DDP's forward would wait for the other processes.
-    """
-    cfg: ClassifyConfig = ctx.cfg
-    device, dtype = ctx.device, amp_dtype(cfg.amp, ctx.device)
-    model.eval()
-    acc = metrics.VideoScoreAccumulator(num_classes)
-    failures: list = []
-    bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
-               disable=not (ctx.dist.is_main and cfg.progress))
-    for batch in bar:
-        clips, labels, ids, bad = batch_parts(batch, device)     # [B, C, 3, T, S, S]
-        failures.extend(tuple(f) for f in bad)
-        if clips.shape[0] == 0:
-            continue
-        b, c = clips.shape[:2]
-        with autocast(device, dtype):
-            logits = model(clips.flatten(0, 1))                   # [B*C, classes]
-        probs = metrics.clip_softmax_average(logits.view(b, c, -1),    # [B, classes]
-                                             batch.get("clip_mask"))
-        acc.add(ids, probs, labels.tolist())
-    merged = metrics.VideoScoreAccumulator(num_classes)
-    for state in all_gather_objects(acc.state()):
-        merged.merge(metrics.VideoScoreAccumulator.from_state(state, num_classes))
-    failures = sorted({f for per_rank in all_gather_objects(failures) for f in per_rank})
-    ids, probs, labels = merged.result()
-    return EvalResult(ids, probs, labels, num_listed=len(loader.dataset), failures=failures)
+def _guard(cfg: ClassifyConfig, loss: torch.Tensor, bad: list, batch_size: int,
+           where: str) -> None:
+    """Stop before the update when a process's loss is non-finite or its batch too damaged."""
+    reduce_and_guard(
+        loss.reshape(1), bad, batch_size, cfg.data.max_bad_fraction,
+        non_finite=lambda _sums: (f"non-finite classification loss at {where}; nothing was "
+                                  "saved from this epoch. Try --amp off or a lower --lr."),
+        bad_batch=lambda: (f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to "
+                           f"decode at {where}: " + "; ".join(f"{p}: {r}" for p, r in bad)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,21 +225,14 @@ def make_checkpoint(plain: Classifier, optimizer, scaler, cfg: ClassifyConfig, e
         "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
         "model": plain.state_dict(),
         "meta": {"backbone": cfg.backbone, "width": cfg.width, "color": cfg.data.color,
-                 "kind": "classifier", "job": job_name(cfg), "clip_len": cfg.data.clip_len,
+                 "kind": "classifier", "job": Protocol.from_config(cfg).job,
+                 "clip_len": cfg.data.clip_len,
                  "num_classes": len(class_names), "class_names": list(class_names)},
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "schedule": plateau.state_dict(), "selection": dict(selection),
         "epoch": epoch, "step": 0, "config": config_mod.to_dict(cfg),
         "rng": ckpt_io.rng_state(),
     }
-
-
-def job_name(cfg: ClassifyConfig) -> str:
-    return "linear" if isinstance(cfg, LinearConfig) else "finetune"
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,39 +267,28 @@ class Selection:
 
 def run(cfg: ClassifyConfig) -> dict:
     """Train and test a classifier as configured; returns the results dict (also results.json)."""
-    title = "linear evaluation" if isinstance(cfg, LinearConfig) else "full finetuning"
-    return run_job(cfg, title, _run)
+    return run_job(cfg, Protocol.from_config(cfg).title, _run)
 
 
 def _run(cfg: ClassifyConfig, ctx: RunContext) -> dict:
     started = time.time()
+    protocol = Protocol.from_config(cfg)
     data = build_data(cfg, ctx)
     seed_everything(cfg.seed)
-    plain = build_classifier(cfg, len(data.class_names))
-    init = init_backbone(plain.backbone, cfg, ctx.logger)
+    backbone, init = build_initialised_backbone(cfg, ctx.logger, ckpt_io.require_finite)
+    plain = Classifier(backbone, len(data.class_names), dropout=protocol.dropout)
     ctx.commit()   # start-up succeeded: from here on the run folder is written
     write_subsets(ctx, data)
-    linear = isinstance(cfg, LinearConfig)
-    if linear:
-        plain.freeze_backbone()
-    plain.to(ctx.device)
-    snapshot = backbone_snapshot(plain.backbone) if linear else None
-    model: nn.Module = plain
-    if ctx.dist.distributed:
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(plain, device_ids=ids)
+    snapshot = protocol.prepare(plain, ctx.device)
+    model = wrap_ddp(plain, ctx.device) if ctx.dist.distributed else plain
     trainable = [p for p in plain.parameters() if p.requires_grad]
-    ctx.logger.info(f"{job_name(cfg)}: {sum(p.numel() for p in trainable):,} trainable of "
+    ctx.logger.info(f"{protocol.job}: {sum(p.numel() for p in trainable):,} trainable of "
                     f"{sum(p.numel() for p in plain.parameters()):,} parameters; selection "
                     f"{SELECT_LABELS[cfg.select]}")
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = make_scaler(ctx.device, amp_dtype(cfg.amp, ctx.device))
     outcome = _fit(ctx, model, plain, optimizer, scaler, data)
-    if linear:
-        check_backbone_unchanged(plain.backbone, snapshot, include_buffers=cfg.bn_mode == "frozen")
-        ctx.logger.info("frozen-backbone check passed: backbone parameters"
-                        + (" and BatchNorm statistics" if cfg.bn_mode == "frozen" else "")
-                        + " are unchanged")
+    protocol.check_unchanged(plain, snapshot, ctx.logger)
     selection = outcome.selection
     if selection.test is not None:
         test = selection.test
@@ -593,7 +296,7 @@ def _run(cfg: ClassifyConfig, ctx: RunContext) -> dict:
         if selection.state is not None:
             plain.load_state_dict(selection.state, strict=True)
         test = evaluate(ctx, plain, data.test_loader, len(data.class_names), "test")
-    results = build_results(cfg, data, init, outcome, test, time.time() - started)
+    results = build_results(cfg, protocol, data, init, outcome, test, time.time() - started)
     if ctx.dist.is_main:
         write_outputs(ctx, results, test, data.class_names)
     return results
@@ -656,7 +359,7 @@ def _select(ctx: RunContext, plain: Classifier, data: ClassifyData, selection: S
         return False
     selection.epoch, selection.best = epoch, top1
     if selection.rule == "val":
-        selection.state = _cpu_state(plain)
+        selection.state = cpu_state(plain)
     else:
         selection.test = result
     return True
@@ -672,119 +375,6 @@ def _log_epoch(ctx: RunContext, record: dict, stats: EpochStats) -> None:
                     f"{stats.accuracy:.1f}%, lr {record['lr']:.1e}"
                     + "".join(f", {k} {v:.2f}%" for k, v in record.items() if k.endswith("_top1"))
                     + " | " + eta_text(record["epoch"] + 1, epochs, record["epoch_seconds"]))
-    if stats.failures:
-        ctx.logger.warning(f"epoch {record['epoch'] + 1}: {len(stats.failures)} videos failed to "
-                           "decode and were replaced by the next listed video:\n  "
-                           + "\n  ".join(f"{p}: {r}" for p, r in stats.failures))
+    warn_decode_failures(ctx.logger, record["epoch"], stats.failures)
 
 
-# --------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------
-
-def protocol_text(cfg: ClassifyConfig) -> str:
-    """One sentence stating the protocol, written into results.json."""
-    d = cfg.data
-    if isinstance(cfg, LinearConfig):
-        what = ("linear probe (frozen backbone, BatchNorm "
-                + ("in eval mode" if cfg.bn_mode == "frozen" else
-                   "in train mode: running statistics updated, as the release") + ")")
-    else:
-        what = f"full finetuning (all layers, dropout {cfg.dropout:g})"
-    val = ""
-    if cfg.select == "val":
-        val_clips = cfg.val_clips or cfg.num_test_clips
-        val = (f"; validation: {cfg.val_fraction:g} of each class of the train split held out "
-               f"(seed {cfg.seed}), {val_clips} clips/video")
-    rule = (f"/10 each time {cfg.plateau_patience} epochs (counted since the last drop, not "
-            f"reset by an improvement: the release's rule) had a training loss above the best, "
-            f"stop after the first epoch trained below {cfg.min_lr:g}" if cfg.lr_rule == "release"
-            else f"/10 after {cfg.plateau_patience} consecutive epochs without training-loss "
-            f"improvement, stop before an lr below {cfg.min_lr:g}")
-    return (f"{what}; Adam lr {cfg.lr:g}, {rule}, at most {cfg.epochs} epochs; "
-            f"train clips {d.clip_len} frames stride {d.train_stride}, weak augmentation; test: "
-            f"{cfg.num_test_clips} clips/video, centre crop {d.eval_crop:g} -> {d.resolution}px, softmax "
-            f"averaged per video; model selection: {SELECT_LABELS[cfg.select]}{val}")
-
-
-def build_results(cfg: ClassifyConfig, data: ClassifyData, init: dict, outcome: FitOutcome,
-                  test: EvalResult, elapsed: float) -> dict:
-    acc = test.accuracy()
-    notes = []
-    num_classes = len(data.class_names)
-    if num_classes < 5:
-        notes.append(f"top5 is computed as top{num_classes}: only {num_classes} classes")
-    if cfg.label_fraction < 1.0 and cfg.select == "val":
-        notes.append(f"model selection used {len(data.val_videos)} labelled validation videos on "
-                     f"top of the {cfg.label_fraction:g} label fraction; --select last keeps to "
-                     "the fraction strictly")
-    if test.num_videos != len(data.test_videos):
-        notes.append(f"{len(data.test_videos) - test.num_videos} test videos could not be "
-                     "evaluated (see failed_videos); accuracies are over the evaluated ones")
-    d = cfg.data
-    results = {
-        # percentages to 0.01 points; the exact counts of correct videos beside them
-        "job": job_name(cfg), "top1": metrics.round_percent(acc[1]),
-        "top5": metrics.round_percent(acc[5]),
-        **{f"top{k}_correct": c
-           for k, c in metrics.topk_correct(test.probs, test.labels, (1, 5)).items()},
-        "num_videos": test.num_videos, "num_videos_listed": len(data.test_videos),
-        "failed_videos": [list(f) for f in test.failures],
-        "protocol": protocol_text(cfg),
-        "checkpoint": init["checkpoint"], "init": init["init"], "init_source": init["init_source"],
-        "dataset": d.dataset, "data_root": d.data_root, "split": d.split, "seed": cfg.seed,
-        "select": SELECT_LABELS[cfg.select], "selected_epoch": outcome.selection.epoch,
-        "val_top1": metrics.round_percent(outcome.selection.val_top1),
-        "selected_checkpoint": ("checkpoints/best.pth" if outcome.selection.epoch is not None
-                                else None),
-        "label_fraction": cfg.label_fraction,
-        "val_fraction": cfg.val_fraction if cfg.select == "val" else 0.0,
-        "num_train_videos": len(data.train_videos), "num_val_videos": len(data.val_videos),
-        "num_classes": num_classes, "num_test_clips": cfg.num_test_clips,
-        "epochs_run": outcome.epochs_run, "stopped_because": outcome.stopped_because,
-        "backbone": cfg.backbone, "width": cfg.width, "color": d.color, "resolution": d.resolution,
-        "lr": cfg.lr, "notes": notes, "elapsed_s": round(elapsed, 1),
-    }
-    if isinstance(cfg, LinearConfig):
-        results["bn_mode"] = cfg.bn_mode
-    else:
-        results["dropout"] = cfg.dropout
-    return results
-
-
-def summary_line(results: dict) -> str:
-    return (f"{results['job']} | {results['dataset']} split {results['split']} | init "
-            f"{results['init']}{' ' + results['checkpoint'] if results['checkpoint'] else ''} | "
-            f"labels {results['label_fraction']:g} | select {results['select'].split(' ')[0]}"
-            f" | top1 {results['top1']:.2f}% top5 {results['top5']:.2f}% over "
-            f"{results['num_videos']} videos x {results['num_test_clips']} clips | seed "
-            f"{results['seed']}")
-
-
-def write_outputs(ctx: RunContext, results: dict, test: EvalResult, class_names: list) -> None:
-    """results.json, per-class accuracy CSV, confusion matrix CSV + PNG (also in TensorBoard)."""
-    from engine import visualize
-    run_dir = ctx.run_dir
-    ctx.logger.info(f"evaluated {test.num_videos} / {results['num_videos_listed']} test videos")
-    if test.failures:
-        ctx.logger.warning("test videos that failed to decode:\n  "
-                           + "\n  ".join(f"{p}: {r}" for p, r in test.failures))
-    preds = test.probs.argmax(1).numpy()
-    labels = test.labels.numpy()
-    per_class, support = metrics.per_class_accuracy(preds, labels, len(class_names))
-    cm = metrics.confusion(preds, labels, len(class_names))
-    metrics.write_per_class_csv(run_dir / "per_class_accuracy.csv", class_names, per_class, support)
-    metrics.write_confusion_csv(run_dir / "confusion_matrix.csv", class_names, cm)
-    init = f"checkpoint {results['checkpoint']}" if results["checkpoint"] else "random init"
-    title = (f"{results['job']}, {init}\n{results['dataset']} split {results['split']} test, "
-             f"top-1 {results['top1']:.2f}%")
-    visualize.save_figure(visualize.confusion_figure(cm, class_names, title),
-                          run_dir / "confusion_matrix.png", ctx.tb.writer, "test/confusion_matrix")
-    if ctx.tb.writer is not None:
-        ctx.tb.scalars({"top1": results["top1"], "top5": results["top5"]}, 0, "test/")
-    visualize.write_training_curves(run_dir, ctx.tb.writer)      # loss and lr per epoch
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    ctx.jsonl.write({"final": True, **{k: results[k] for k in ("top1", "top5", "num_videos")}})
-    for note in results["notes"]:
-        ctx.logger.info(f"note: {note}")
-    ctx.logger.info(summary_line(results))

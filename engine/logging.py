@@ -1,4 +1,4 @@
-"""Rank-aware logging: console logger, JSON-lines file, TensorBoard, start banner.
+"""Rank-aware logging: console logger, JSON-lines file, TensorBoard, start banner, throughput.
 
 Only rank 0 writes files; other ranks log warnings and errors to the console only.
 """
@@ -166,3 +166,31 @@ def steps_text(loader_steps: int, max_steps: int) -> str:
         return (f"{max_steps} steps per epoch (--max-steps-per-epoch {max_steps}; a full epoch "
                 f"has {loader_steps})")
     return f"{loader_steps} steps per epoch"
+
+
+class Throughput:
+    """Samples per second and the share of the time spent waiting for data, over an epoch."""
+
+    def __init__(self):
+        self.wait_s = self.busy_s = 0.0
+        self.samples = 0
+        self.t_start = self.t_last = self.t_data = time.perf_counter()
+
+    def data_ready(self) -> None:
+        """The next batch has arrived: the wait for it ends, its step begins."""
+        self.t_data = time.perf_counter()
+
+    def step_done(self, samples: int) -> None:
+        now = time.perf_counter()
+        self.samples += samples
+        self.wait_s += self.t_data - self.t_last
+        self.busy_s += now - self.t_data
+        self.t_last = now
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / max(1e-9, self.wait_s + self.busy_s)
+
+    @property
+    def data_wait(self) -> float:
+        return self.wait_s / max(1e-9, self.wait_s + self.busy_s)

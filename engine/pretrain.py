@@ -16,16 +16,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 import config as config_mod
 from config import PretrainConfig
 from engine import checkpoint as ckpt_io
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
                            make_scaler, run_job, seed_everything)
-from engine.distributed import all_gather_objects, all_reduce_sum, gather_batch
-from engine.errors import NonFiniteLossError, TooManyBadVideosError, TrainingError
-from engine.logging import eta_text, steps_text
+from engine.distributed import all_gather_objects, gather_batch
+from engine.errors import TrainingError
+from engine.logging import Throughput, eta_text, steps_text
+from engine.steps import (epoch_steps, gather_failures, optimizer_step, progress_bar,
+                          reduce_and_guard, unwrap, warn_decode_failures, wrap_ddp)
 from engine.schedules import PlateauState, cosine_lr, plateau_update, release_lr, set_lr
 
 TERMS = ("total", "ic_global", "ic_local", "local_local", "global_local")
@@ -82,6 +83,20 @@ class TrainState:
     epoch_sums: list = field(default_factory=lambda: [0.0] * len(TERMS))  # partial epoch sums
     epoch_failures: list = field(default_factory=list)  # [path, reason] of this epoch so far
 
+    def record_step(self, mean_terms: list[float], failures: list) -> None:
+        """A step is done: count it, add its mean loss terms and its decode failures."""
+        self.step_in_epoch += 1
+        self.global_step += 1
+        self.epoch_sums = [s + v for s, v in zip(self.epoch_sums, mean_terms)]
+        self.epoch_failures.extend(tuple(f) for f in failures)
+
+    def next_epoch(self) -> None:
+        """The epoch is done: start the next one with empty sums."""
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.epoch_sums = [0.0] * len(TERMS)
+        self.epoch_failures = []
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "plateau": self.plateau.state_dict(),
@@ -107,17 +122,6 @@ def build_model(cfg: PretrainConfig) -> nn.Module:
     backbone = build_backbone(cfg.backbone, width=cfg.width)
     head = ProjectionHead(backbone.out_channels, out_dim=cfg.proj_dim)
     return TCLRModel(backbone, head, fused=cfg.fused_forward)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and torch.compile wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def make_checkpoint(model: nn.Module, optimizer, scaler, state: TrainState,
@@ -228,14 +232,6 @@ def forward_loss(model: nn.Module, clips: torch.Tensor, device: torch.device,
                    weights=weights)
 
 
-def backward_step(total: torch.Tensor, optimizer, scaler) -> None:
-    """The backward half: gradients of ``total`` (through the grad scaler), one optimizer step."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
-    scaler.step(optimizer)
-    scaler.update()
-
-
 def train_step(model: nn.Module, clips: torch.Tensor, optimizer, scaler, device: torch.device,
                dtype: torch.dtype | None, temperature: float = 0.1,
                weights: dict[str, float] | None = None, loss_fn=None) -> dict:
@@ -245,7 +241,7 @@ def train_step(model: nn.Module, clips: torch.Tensor, optimizer, scaler, device:
     them. Arguments as ``forward_loss``; returns its dict of terms.
     """
     terms = forward_loss(model, clips, device, dtype, temperature, weights, loss_fn)
-    backward_step(terms["total"], optimizer, scaler)
+    optimizer_step(terms["total"], optimizer, scaler)
     return terms
 
 
@@ -267,22 +263,21 @@ class EpochResult:
 
 def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler,
                     state: TrainState, stop: StopFlag, save_fn) -> EpochResult:
-    """Run (the rest of) epoch ``state.epoch``; update ``state`` after every step."""
+    """Run (the rest of) epoch ``state.epoch``; update ``state`` after every step.
+
+    ``save_fn(names)`` writes the named checkpoints (every ``save_every_steps`` steps); ``stop``
+    ends the epoch early, after a complete step, when a signal asked for it.
+    """
     cfg: PretrainConfig = ctx.cfg
     device, dtype = ctx.device, amp_dtype(cfg.amp, ctx.device)
     weights = config_mod.loss_weights(cfg)
-    steps_total = len(loader) + state.step_in_epoch
-    if cfg.max_steps_per_epoch:
-        steps_total = min(steps_total, cfg.max_steps_per_epoch)
+    steps_total = epoch_steps(loader, cfg.max_steps_per_epoch, done=state.step_in_epoch)
     model.train()
     # epochs and steps are counted from 1 in every message: epoch N ends in epoch_000N.pth
-    bar = tqdm(total=steps_total, initial=state.step_in_epoch,
-               desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-               disable=not (ctx.dist.is_main and cfg.progress), dynamic_ncols=True, leave=False)
-    wait_s = busy_s = 0.0
-    samples = 0
+    bar = progress_bar(ctx, f"epoch {state.epoch + 1}/{cfg.epochs}", total=steps_total,
+                       initial=state.step_in_epoch)
+    meter = Throughput()
     interrupted = False
-    t_start = t_last = time.perf_counter()
     iterator = iter(loader)
     while state.step_in_epoch < steps_total:
         try:
@@ -290,70 +285,73 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
         except StopIteration:
             break
         except RuntimeError:
-            if stop.requested:   # a worker died from the same SIGTERM: stop with what is complete
-                interrupted = True
-                break
-            raise
-        t_data = time.perf_counter()
+            if not stop.requested:
+                raise
+            interrupted = True   # a worker died from the same SIGTERM: stop with what is complete
+            break
+        meter.data_ready()
         set_lr(optimizer, _lr_for(cfg, state, state.step_in_epoch / max(1, steps_total)))
         clips = batch_clips(batch, device, cfg)                       # [B, V, 1+K, C, T, S, S]
         terms = forward_loss(model, clips, device, dtype, cfg.temperature, weights)
         failures = batch.get("failures", [])
-        flags = torch.tensor([float(stop.requested),
-                              float(len(failures) > cfg.data.max_bad_fraction * clips.shape[0])])
-        values = torch.stack([terms[t].detach().float().reshape(()) for t in TERMS]).cpu()
-        reduced = all_reduce_sum(torch.cat([values, flags]).to(device)).cpu()
-        world = ctx.dist.world_size
-        mean_terms = (reduced[:len(TERMS)] / world).tolist()
-        if not all(math.isfinite(v) for v in mean_terms):
-            bad = {t: v for t, v in zip(TERMS, mean_terms) if not math.isfinite(v)}
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {state.epoch + 1}, step {state.step_in_epoch + 1} "
-                f"(global step {state.global_step + 1}): {bad}; all terms: "
-                f"{dict(zip(TERMS, (round(v, 5) for v in mean_terms)))}. Nothing was saved from "
-                "this step; the last good checkpoint is intact. Try --amp bf16 or off, or a "
-                "lower --lr.")
-        if reduced[len(TERMS) + 1] > 0:
-            listing = "\n  ".join(f"{p}: {r}" for p, r in failures) or "(on another process)"
-            raise TooManyBadVideosError(
-                f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to decode at epoch "
-                f"{state.epoch + 1}, step {state.step_in_epoch + 1}:\n  {listing}\nRun "
-                f"`python -m dataloaders.check --dataset {cfg.data.dataset} --root "
-                f"{cfg.data.data_root}` to list every bad file.")
-        backward_step(terms["total"], optimizer, scaler)
+        mean_terms, stop_now = _reduce_and_guard(ctx, state, terms, failures, clips.shape[0], stop)
+        optimizer_step(terms["total"], optimizer, scaler)
 
-        state.step_in_epoch += 1
-        state.global_step += 1
-        state.epoch_sums = [s + v for s, v in zip(state.epoch_sums, mean_terms)]
-        state.epoch_failures.extend(tuple(f) for f in failures)
-        samples += clips.shape[0] * world
-        now = time.perf_counter()
-        wait_s += t_data - t_last
-        busy_s += now - t_data
-        t_last = now
-        sps = samples / max(1e-9, wait_s + busy_s)
-        bar.set_postfix(loss=f"{mean_terms[0]:.3f}", sps=f"{sps:.1f}")
+        state.record_step(mean_terms, failures)
+        meter.step_done(clips.shape[0] * ctx.dist.world_size)
+        bar.set_postfix(loss=f"{mean_terms[0]:.3f}", sps=f"{meter.samples_per_s:.1f}")
         bar.update(1)
-        # from the very first step, then every log_every_steps
-        if ctx.dist.is_main and (state.global_step == 1
-                                 or state.global_step % max(1, cfg.log_every_steps) == 0):
-            ctx.tb.scalars(dict(zip(TERMS, mean_terms)), state.global_step, "train/")
-            ctx.tb.scalars({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": sps,
-                            "data_wait_fraction": wait_s / max(1e-9, wait_s + busy_s)},
-                           state.global_step, "train/")
-        if reduced[len(TERMS)] > 0:
+        _log_step(ctx, state, mean_terms, optimizer, meter)
+        if stop_now:
             interrupted = True
             break
         if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
             save_fn(("latest.pth",))
     bar.close()
     steps = max(1, state.step_in_epoch)
-    means = {t: s / steps for t, s in zip(TERMS, state.epoch_sums)}
-    total = wait_s + busy_s
-    return EpochResult(means=means, steps=state.step_in_epoch,
-                       samples_per_s=samples / max(1e-9, total),
-                       data_wait=wait_s / max(1e-9, total), interrupted=interrupted,
-                       seconds=time.perf_counter() - t_start)
+    return EpochResult(means={t: s / steps for t, s in zip(TERMS, state.epoch_sums)},
+                       steps=state.step_in_epoch, samples_per_s=meter.samples_per_s,
+                       data_wait=meter.data_wait, interrupted=interrupted,
+                       seconds=time.perf_counter() - meter.t_start)
+
+
+def _reduce_and_guard(ctx: RunContext, state: TrainState, terms: dict, failures: list,
+                      batch_size: int, stop: StopFlag) -> tuple[list[float], bool]:
+    """(the loss terms averaged over processes, whether any process was asked to stop); raises
+    before the optimizer step when a term is non-finite or a batch had too many bad videos."""
+    cfg: PretrainConfig = ctx.cfg
+    world = ctx.dist.world_size
+    where = f"epoch {state.epoch + 1}, step {state.step_in_epoch + 1}"
+
+    def non_finite(sums: torch.Tensor) -> str:
+        means = (sums / world).tolist()
+        bad = {t: v for t, v in zip(TERMS, means) if not math.isfinite(v)}
+        return (f"non-finite loss at {where} (global step {state.global_step + 1}): {bad}; all "
+                f"terms: {dict(zip(TERMS, (round(v, 5) for v in means)))}. Nothing was saved "
+                "from this step; the last good checkpoint is intact. Try --amp bf16 or off, or a "
+                "lower --lr.")
+
+    def bad_batch() -> str:
+        listing = "\n  ".join(f"{p}: {r}" for p, r in failures) or "(on another process)"
+        return (f"more than {cfg.data.max_bad_fraction:.0%} of a batch failed to decode at "
+                f"{where}:\n  {listing}\nRun `python -m dataloaders.check --dataset "
+                f"{cfg.data.dataset} --root {cfg.data.data_root}` to list every bad file.")
+
+    values = torch.stack([terms[t].detach().float().reshape(()) for t in TERMS])
+    sums, flags = reduce_and_guard(values, failures, batch_size, cfg.data.max_bad_fraction,
+                                   non_finite=non_finite, bad_batch=bad_batch,
+                                   flags=[float(stop.requested)])
+    return (sums / world).tolist(), bool(flags[0] > 0)
+
+
+def _log_step(ctx: RunContext, state: TrainState, mean_terms: list[float], optimizer,
+              meter: Throughput) -> None:
+    """TensorBoard scalars of the step, from the very first step, then every log_every_steps."""
+    if ctx.dist.is_main and (state.global_step == 1
+                             or state.global_step % max(1, ctx.cfg.log_every_steps) == 0):
+        ctx.tb.scalars(dict(zip(TERMS, mean_terms)), state.global_step, "train/")
+        ctx.tb.scalars({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": meter.samples_per_s,
+                        "data_wait_fraction": meter.data_wait}, state.global_step, "train/")
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,10 +372,7 @@ def prepare_model(cfg: PretrainConfig, device: torch.device,
     if cfg.grad_checkpoint:
         unwrap(model).backbone.grad_checkpoint = True
     if distributed:
-        if cfg.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        model = wrap_ddp(model, device, sync_bn=cfg.sync_bn)
     plain = unwrap(model)
     if cfg.compile:
         model = torch.compile(model)
@@ -472,7 +467,7 @@ def write_curves(ctx: RunContext) -> None:
 def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimizer, save) -> None:
     """Schedule update, epoch report, checkpoints, then move the state to the next epoch."""
     cfg: PretrainConfig = ctx.cfg
-    failures = [f for per_rank in all_gather_objects(state.epoch_failures) for f in per_rank]
+    failures = gather_failures(state.epoch_failures)
     loss = result.means["total"]
     epoch = state.epoch
     state.plateau = plateau_update(state.plateau, loss, patience=cfg.plateau_patience,
@@ -494,14 +489,8 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
                     + f") lr {record['lr']:.2e} | {result.samples_per_s:.1f} samples/s, "
                     f"data wait {result.data_wait:.0%} | "
                     + eta_text(epoch + 1, cfg.epochs, result.seconds))
-    if failures:
-        ctx.logger.warning(f"epoch {epoch + 1}: {len(failures)} videos failed to decode and were "
-                           "replaced by the next listed video:\n  "
-                           + "\n  ".join(f"{p}: {r}" for p, r in failures))
-    state.epoch += 1
-    state.step_in_epoch = 0
-    state.epoch_sums = [0.0] * len(TERMS)
-    state.epoch_failures = []
+    warn_decode_failures(ctx.logger, epoch, failures)
+    state.next_epoch()
     names = ["latest.pth"]
     if improved:
         names.append("best.pth")

@@ -214,11 +214,10 @@ class _LazyBackbone:
 
     def get(self) -> nn.Module:
         if self.module is None:
-            from engine.classify import init_backbone
-            from models import build_backbone
+            from models import build_initialised_backbone
             seed_everything(self.cfg.seed)
-            backbone = build_backbone(self.cfg.backbone, width=self.cfg.width)
-            self.init = init_backbone(backbone, self.cfg, self.ctx.logger)
+            backbone, self.init = build_initialised_backbone(self.cfg, self.ctx.logger,
+                                                             ckpt_io.require_finite)
             self.module = backbone.to(self.ctx.device).eval()
         return self.module
 

@@ -5,17 +5,27 @@ Loading is strict on the backbone: every parameter and buffer of the backbone mu
 with the right shape (only BatchNorm `num_batches_tracked` counters, absent from very old files, may
 be missing; they are listed in LoadReport.missing). Everything else in the file (projection head,
 classifier fc, optimizer state) is ignored and listed in LoadReport.ignored.
+
+The evaluation jobs (linear, finetuning, retrieval, the temporal-diversity analysis) start their
+backbone with :func:`build_initialised_backbone`: one policy for the checkpoint, its channel order
+and its finiteness.
 """
 
+import logging
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
+
+from config import ConfigError
+
+from .registry import build_backbone
 
 PROJECT_FORMAT = "tclr-repro"
 RELEASE_COLOR = "bgr"  # the release decodes frames with OpenCV and never converts them to RGB
@@ -93,6 +103,75 @@ def load_backbone_weights(
     used = {prefix + key for key in found}
     ignored = [key for key in state if key not in used]
     return LoadReport(loaded=list(found), ignored=ignored, missing=missing, color=color, source=source)
+
+
+def build_initialised_backbone(cfg: Any, logger: logging.Logger,
+                               require_finite: Callable[[Mapping, str, str], None]
+                               ) -> tuple[nn.Module, dict[str, Any]]:
+    """The configured backbone, built from the current RNG state, then :func:`init_backbone`.
+
+    Args:
+        cfg: a job config with ``backbone``, ``width``, ``checkpoint``, ``trust_checkpoint`` and
+            ``data.color``.
+        logger: where the load summary and the channel-order warning go.
+        require_finite: ``require_finite(state, what, hint)`` raises unless every tensor of
+            ``state`` is finite (the engine's ``engine.checkpoint.require_finite``; passed in so
+            that this package does not import the engine).
+    Returns:
+        (backbone on the CPU, init info as :func:`init_backbone` returns it).
+    """
+    backbone = build_backbone(cfg.backbone, width=cfg.width)
+    return backbone, init_backbone(backbone, cfg, logger, require_finite)
+
+
+def init_backbone(backbone: nn.Module, cfg: Any, logger: logging.Logger,
+                  require_finite: Callable[[Mapping, str, str], None]) -> dict[str, Any]:
+    """Load ``cfg.checkpoint`` into the backbone (random initialisation when it is empty).
+
+    Channel order policy: when the checkpoint records one (this project's ``meta.color``; the
+    release's files are BGR) and it differs from ``cfg.data.color``, this raises ConfigError:
+    features of a network fed the other channel order are silently worse, which would put a wrong
+    number in a table. When the file does not say (bare / torchvision state dicts), a warning
+    names the order used. Weights holding NaN or inf are refused (``require_finite``).
+
+    Returns:
+        {"init": "random"|"checkpoint", "checkpoint": path or None, "init_source": ...,
+         "load_summary": one line}.
+    Raises:
+        CheckpointError: unreadable file or backbone mismatch.
+        ConfigError: channel-order mismatch.
+    """
+    if not cfg.checkpoint:
+        logger.info("no --checkpoint: random initialisation (the from-scratch baseline)")
+        return {"init": "random", "checkpoint": None, "init_source": None,
+                "load_summary": "random initialisation"}
+    report = load_backbone_weights(backbone, cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint)
+    require_finite(backbone.state_dict(), f"{cfg.checkpoint}: its backbone weights",
+                   " It cannot be evaluated: use a checkpoint from before the training "
+                   "diverged (checkpoints/epoch_NNNN.pth)")
+    summary = load_summary(cfg.checkpoint, report)
+    logger.info(summary)
+    if report.color is not None and report.color != cfg.data.color:
+        raise ConfigError(
+            f"{cfg.checkpoint} was trained on {report.color.upper()} frames but this run feeds "
+            f"{cfg.data.color.upper()} (--color {cfg.data.color}); pass --color {report.color} so "
+            "the network sees the channel order it learned")
+    if report.color is None:
+        logger.warning(f"{cfg.checkpoint} does not record its channel order; feeding "
+                       f"{cfg.data.color.upper()} frames (--color). torchvision's Kinetics weights "
+                       "expect RGB, the release's expect BGR.")
+    return {"init": "checkpoint", "checkpoint": str(cfg.checkpoint), "init_source": report.source,
+            "load_summary": summary}
+
+
+def load_summary(path: str, report: LoadReport) -> str:
+    """One line describing a LoadReport."""
+    prefixes = sorted({k.split(".")[0] for k in report.ignored})
+    ignored = f"{len(report.ignored)} keys ignored" + (f" ({', '.join(prefixes[:6])})"
+                                                       if prefixes else "")
+    missing = f"; {len(report.missing)} optional keys absent" if report.missing else ""
+    return (f"loaded {len(report.loaded)} backbone tensors from {path} ({report.source} format, "
+            f"channel order {report.color or 'not recorded'}); {ignored}{missing}")
 
 
 def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> object:

@@ -175,12 +175,13 @@ def test_linear_lr_rule_drives_the_epoch_loop(tiny_ucf, tmp_path, monkeypatch, r
 def test_colour_mismatch_is_an_error(pretrain_checkpoint):
     import logging
     import config
-    from engine.classify import init_backbone
-    from models import build_backbone
+    from engine.checkpoint import require_finite
+    from models import build_initialised_backbone
     cfg = config.LinearConfig()
     cfg.checkpoint, cfg.data.color = str(pretrain_checkpoint), "rgb"
+    cfg.backbone, cfg.width = "r3d18", 8
     with pytest.raises(config.ConfigError, match="--color bgr"):
-        init_backbone(build_backbone("r3d18", width=8), cfg, logging.getLogger("test"))
+        build_initialised_backbone(cfg, logging.getLogger("test"), require_finite)
 
 
 def test_retrieval_end_to_end_and_cache(tiny_ucf, tmp_path, monkeypatch, pretrain_checkpoint):

@@ -167,7 +167,7 @@ def _cfg(**over):
 
 
 def test_label_subset_is_stratified_reproducible_and_nested():
-    from engine.classify import split_train_videos
+    from dataloaders.subsets import split_train_videos
     videos = _videos()
     train, val = split_train_videos(videos, _cfg(label_fraction=0.1, val_fraction=0.1, seed=3))
     counts = np.bincount([y for _, y in train], minlength=10)
@@ -191,10 +191,10 @@ def test_label_subset_is_stratified_reproducible_and_nested():
 # --------------------------------------------------------------------------------------------
 
 def test_backbone_check_detects_changes():
-    from engine.classify import backbone_snapshot, check_backbone_unchanged
+    from engine.classify import check_backbone_unchanged, cpu_state
     from engine.errors import TrainingError
     net = nn.Sequential(nn.Conv3d(3, 4, 1), nn.BatchNorm3d(4))
-    snap = backbone_snapshot(net)
+    snap = cpu_state(net)
     check_backbone_unchanged(net, snap, include_buffers=True)
     net.train()
     net(torch.randn(2, 3, 2, 4, 4))                        # BatchNorm statistics drift

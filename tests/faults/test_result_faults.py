@@ -107,13 +107,13 @@ def test_non_finite_weights_are_never_saved(tiny_ucf, base_run, tmp_path, monkey
     refused with exit 2; latest.pth and best.pth stay the previous ones; log.txt ends with the
     same error line."""
     from engine import pretrain as pre
-    real_step = pre.backward_step
+    real_step = pre.optimizer_step
 
     def poisoning(total, optimizer, scaler):
         real_step(total, optimizer, scaler)
         with torch.no_grad():
             optimizer.param_groups[0]["params"][0].fill_(float("nan"))
-    monkeypatch.setattr(pre, "backward_step", poisoning)
+    monkeypatch.setattr(pre, "optimizer_step", poisoning)
     out = copy_run(base_run, tmp_path / "run")
     before = {name: (out / "checkpoints" / name).read_bytes() for name in ("latest.pth",
                                                                          "best.pth")}
