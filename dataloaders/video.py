@@ -371,9 +371,14 @@ def probe_video(path: str) -> VideoInfo:
         return reader.info
 
 
-def count_frames(path: str) -> int:
+def count_frames(path: str, remember: bool = True) -> int:
     """The real number of frames of `path`: frames that sequential decoding returns (grab() to the end).
 
+    Args:
+        path: video file.
+        remember: keep the count in this process's cache of real frame counts (the readers use it
+            for a video whose header overstates); False for a file that may still be rewritten
+            under the same path (the synthetic generator's own check of what it wrote).
     Raises:
         VideoDecodeError: when the file cannot be opened.
     """
@@ -384,5 +389,6 @@ def count_frames(path: str) -> int:
                 count += 1
         except cv2.error as error:
             raise VideoDecodeError(path, f"OpenCV error while decoding: {error}") from None
-        _remember_real_count(path, count, reader.info.frame_count)
+        if remember:
+            _remember_real_count(path, count, reader.info.frame_count)
     return count

@@ -21,14 +21,11 @@ the step's own status; Ctrl-C lets the running job end as it does on its own and
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,18 +34,19 @@ if str(REPO) not in sys.path:
 
 from config import ConfigError  # noqa: E402
 from engine.errors import JobInterrupted  # noqa: E402
+# The plans (options, argv lists) are built in orchestrate_plans.py, beside this file (the script's
+# folder is on sys.path); this module prints the help, runs or prints the plans, skips finished
+# runs and keeps the ledger.
+from orchestrate_plans import (  # noqa: E402
+    CurveOptions, ReproduceOptions, SuiteOptions, Tools, curve_points, parse_curve_args,
+    parse_reproduce_args, parse_suite_args, reproduce_plan, suite_runs, tables_argv)
 
-PROTOCOLS = ("linear", "finetune", "retrieval")
-ENTRY_POINTS = {"linear": "train_linear.py", "finetune": "train_finetune.py",
-                "retrieval": "nn_retrieval.py"}
 # The metric a finished run's results.json holds (engine.classify / engine.retrieval write them).
 METRIC = {"linear": "top1", "finetune": "top1", "retrieval": "recall@1"}
-# Flags the suite sets itself for every run; passing them through would contradict its options.
-SUITE_OWN_FLAGS = ("--dataset", "--split", "--seed", "--out-dir", "--checkpoint")
 
 
 # --------------------------------------------------------------------------------------------
-# Shared pieces: the interpreter and launcher, option walking, running and printing
+# Running and printing, the skip rule
 # --------------------------------------------------------------------------------------------
 
 class StepFailed(Exception):
@@ -58,76 +56,6 @@ class StepFailed(Exception):
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class Tools:
-    """How the commands start: the interpreter, the torchrun launcher, and the folder they run
-    from (repository files are named relative to it when it is the repository, else absolute)."""
-
-    python: str = "python"
-    torchrun: str = "torchrun"
-    cwd: Path = REPO
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Tools:
-        return cls(env.get("PYTHON") or "python", env.get("TORCHRUN") or "torchrun", Path.cwd())
-
-    def entry(self, name: str) -> str:
-        """A repository file (``train_linear.py``, ``scripts/make_tables.py``) as a command names it."""
-        return name if self.cwd.resolve() == REPO else str(REPO / name)
-
-    def launcher(self, gpus: int) -> list[str]:
-        """The prefix that starts a training script on ``gpus`` processes of this machine."""
-        if gpus > 1:
-            return [self.torchrun, "--standalone", "--nproc_per_node", str(gpus)]
-        return [self.python]
-
-
-def parse_gpus(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"--gpus must be a positive integer, got '{text}'")
-    return int(text)
-
-
-def dry_run_default(env: Mapping[str, str] = os.environ) -> bool:
-    return env.get("DRY_RUN", "0") == "1"
-
-
-def walk_options(argv: list[str], values: tuple[str, ...], switches: tuple[str, ...],
-                 dashdash_ends: bool = False) -> tuple[dict[str, str | bool], list[str]]:
-    """Split ``argv`` into this script's own options and the words it passes on, in order.
-
-    Args:
-        argv: the words after the positional arguments.
-        values: options that take the next word as their value (a later one wins).
-        switches: options without a value.
-        dashdash_ends: ``--`` passes every later word on (the suite), instead of being passed on.
-    Returns:
-        (own, rest): own maps an option to its value (True for a switch); rest keeps the order.
-    Raises:
-        ConfigError: an option that takes a value is the last word.
-    """
-    own: dict[str, str | bool] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in values:
-            if i + 1 == len(argv):
-                raise ConfigError(f"option {word} needs a value")
-            own[word] = argv[i + 1]
-            i += 2
-            continue
-        if word in switches:
-            own[word] = True
-        elif word == "--" and dashdash_ends:
-            rest += argv[i + 1:]
-            break
-        else:
-            rest.append(word)
-        i += 1
-    return own, rest
 
 
 def finished(run_dir: str, job: str) -> tuple[bool, str]:
@@ -197,11 +125,6 @@ class Runner:
         return " [dry run]" if self.dry_run else ""
 
 
-def tables_argv(out: str, tools: Tools) -> list[str]:
-    """scripts/make_tables.py over a results folder, into ``out``/tables.md."""
-    return [tools.python, tools.entry("scripts/make_tables.py"), out, "--out", f"{out}/tables.md"]
-
-
 # --------------------------------------------------------------------------------------------
 # suite: linear probe, finetuning and retrieval of one checkpoint over the splits
 # --------------------------------------------------------------------------------------------
@@ -229,108 +152,6 @@ scripts/eval_ucf101.sh and scripts/eval_hmdb51.sh call this with their dataset n
   --dry-run            print the commands; run and create nothing
 Any other flag (and everything after --) goes to every entry point, e.g. --data-root DIR,
 --device cuda:1, --num-workers 16, --trust-checkpoint true, --preset NAME, --batch-size 16."""
-
-
-@dataclass
-class SuiteOptions:
-    """One evaluation suite, validated (see SUITE_USAGE)."""
-
-    dataset: str
-    checkpoint: str                      # a file, or "random"
-    out: str
-    splits: list[int] = field(default_factory=lambda: [1, 2, 3])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
-    gpus: int = 1
-    protocol_args: dict[str, list[str]] = field(default_factory=dict)
-    extra: list[str] = field(default_factory=list)   # flags for every entry point
-    force: bool = False
-    keep_going: bool = False
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class EvalRun:
-    """One entry-point run of a suite."""
-
-    protocol: str
-    split: int
-    seed: int
-    run_dir: str
-    argv: list[str]
-
-
-def _words(option: str, text: str, allowed, expected: str) -> list[str]:
-    """The words of a list option such as --splits "1 2", each checked with ``allowed``."""
-    words = text.split()
-    for word in words:
-        if not allowed(word):
-            raise ConfigError(f"{option}: '{word}' is not {expected}")
-    return words
-
-
-def parse_suite_args(argv: list[str], env: Mapping[str, str] = os.environ) -> SuiteOptions:
-    """The suite's command line (DATASET CHECKPOINT [options]) as checked options.
-
-    Raises:
-        ConfigError: a missing argument, a bad value, or a flag the suite sets itself.
-    """
-    if not argv:
-        raise ConfigError("usage: scripts/eval_suite.sh DATASET CHECKPOINT|random [options] "
-                          "(see --help)")
-    if len(argv) == 1:
-        raise ConfigError(f"usage: scripts/eval_{argv[0]}.sh CHECKPOINT|random [options] "
-                          "(see --help)")
-    dataset, checkpoint = argv[:2]
-    if checkpoint.startswith("-"):
-        raise ConfigError("the first argument must be the CHECKPOINT (a file, or 'random'), got "
-                          f"{checkpoint}")
-    values = ("--splits", "--seeds", "--protocols", "--out", "--gpus", "--linear-args",
-              "--finetune-args", "--retrieval-args")
-    own, extra = walk_options(argv[2:], values, ("--force", "--keep-going", "--dry-run"),
-                              dashdash_ends=True)
-    for word in extra:
-        if word.split("=")[0] in SUITE_OWN_FLAGS:
-            raise ConfigError(f"{word} is set by this script; use --splits, --seeds, --out or "
-                              "CHECKPOINT")
-    splits = _words("--splits", own.get("--splits", "1 2 3"), lambda w: w in ("1", "2", "3"),
-                    "1, 2 or 3")
-    seeds = _words("--seeds", own.get("--seeds", "0"), str.isdigit, "a non-negative integer")
-    protocols = _words("--protocols", own.get("--protocols", " ".join(PROTOCOLS)),
-                       lambda w: w in PROTOCOLS, "linear, finetune or retrieval")
-    if not (splits and seeds and protocols):
-        raise ConfigError("--splits, --seeds, --protocols: empty")
-    gpus = parse_gpus(own.get("--gpus", env.get("TCLR_GPUS") or "1"))
-    stem = Path(checkpoint).name.split(".")[0]
-    return SuiteOptions(
-        dataset=dataset, checkpoint=checkpoint, out=own.get("--out") or f"runs/eval_{dataset}_{stem}",
-        splits=[int(s) for s in splits], seeds=[int(s) for s in seeds], protocols=protocols,
-        gpus=gpus, extra=extra, force="--force" in own, keep_going="--keep-going" in own,
-        dry_run="--dry-run" in own or dry_run_default(env),
-        protocol_args={p: shlex.split(own.get(f"--{p}-args", "")) for p in PROTOCOLS})
-
-
-def seeds_of(opts: SuiteOptions, protocol: str) -> list[int]:
-    """The seeds a protocol runs with: retrieval of a checkpoint has no randomness, so one."""
-    if protocol == "retrieval" and opts.checkpoint != "random":
-        return opts.seeds[:1]
-    return opts.seeds
-
-
-def suite_runs(opts: SuiteOptions, tools: Tools) -> list[EvalRun]:
-    """Every run of the suite, split by split, in the order they run."""
-    launch = tools.launcher(opts.gpus)
-    init = [] if opts.checkpoint == "random" else ["--checkpoint", opts.checkpoint]
-    runs = []
-    for split in opts.splits:
-        for protocol in opts.protocols:
-            for seed in seeds_of(opts, protocol):
-                run_dir = f"{opts.out}/{protocol}/split{split}_seed{seed}"
-                argv = [*launch, tools.entry(ENTRY_POINTS[protocol]), "--dataset", opts.dataset,
-                        "--split", str(split), "--seed", str(seed), "--out-dir", run_dir, *init,
-                        *opts.extra, *opts.protocol_args.get(protocol, [])]
-                runs.append(EvalRun(protocol, split, seed, run_dir, argv))
-    return runs
 
 
 def run_suite(opts: SuiteOptions, tools: Tools, runner: Runner) -> int:
@@ -416,100 +237,6 @@ checkpoint), then the Markdown tables beside the published figures.
 Any other flag goes to train_pretrain.py (e.g. --epochs 200 --num-workers 16)."""
 
 
-@dataclass
-class ReproduceOptions:
-    """The paper runner's options, validated (see REPRODUCE_USAGE)."""
-
-    preset: str = "ucf101_r3d18"
-    ucf_root: str = "data/ucf101"
-    hmdb_root: str = "data/hmdb51"
-    pretrain_root: str = "data/ucf101"
-    out: str = "runs/reproduce_ucf101_r3d18"
-    gpus: int = 1
-    checkpoint_name: str = "best.pth"
-    skip_pretrain: bool = False
-    baseline: bool = False
-    suite_opts: list[str] = field(default_factory=list)   # --splits/--seeds/--protocols VALUE
-    eval_args: list[str] = field(default_factory=list)
-    pretrain_extra: list[str] = field(default_factory=list)
-    dry_run: bool = False
-
-
-@dataclass
-class ReproducePlan:
-    """What reproduce runs: pretraining (None with --skip-pretrain), the suites, the tables."""
-
-    pretrain: list[str] | None
-    checkpoint: str
-    suites: list[SuiteOptions]
-    tables: list[str]
-
-
-def parse_reproduce_args(argv: list[str], env: Mapping[str, str] = os.environ) -> ReproduceOptions:
-    """reproduce's command line as checked options; unknown words go to train_pretrain.py.
-
-    Raises:
-        ConfigError: a flag that reproduce sets itself, or a bad --gpus.
-    """
-    suite = ("--splits", "--seeds", "--protocols")
-    values = ("--preset", "--ucf-root", "--hmdb-root", "--pretrain-root", "--out", "--gpus",
-              "--checkpoint-name", "--eval-args", *suite)
-    own, extra = walk_options(argv, values, ("--skip-pretrain", "--baseline", "--dry-run"))
-    for word in extra:
-        if word in ("--data-root", "--out-dir", "--split") or word.startswith("--preset="):
-            raise ConfigError(f"{word}: use --pretrain-root/--ucf-root, --out, --preset NAME "
-                              "(split 1 is fixed)")
-    preset = own.get("--preset", "ucf101_r3d18")
-    ucf_root = own.get("--ucf-root", "data/ucf101")
-    return ReproduceOptions(
-        preset=preset, ucf_root=ucf_root, hmdb_root=own.get("--hmdb-root", "data/hmdb51"),
-        pretrain_root=own.get("--pretrain-root") or ucf_root,
-        out=own.get("--out") or f"runs/reproduce_{preset}",
-        gpus=parse_gpus(own.get("--gpus", env.get("TCLR_GPUS") or "1")),
-        checkpoint_name=own.get("--checkpoint-name", "best.pth"),
-        skip_pretrain="--skip-pretrain" in own, baseline="--baseline" in own,
-        suite_opts=[w for name in suite if name in own for w in (name, own[name])],
-        eval_args=shlex.split(own.get("--eval-args", "")), pretrain_extra=extra,
-        dry_run="--dry-run" in own or dry_run_default(env))
-
-
-def model_flags(preset: str) -> list[str]:
-    """The preset's model settings as evaluation flags (backbone, width, resolution, colour).
-
-    Raises:
-        ConfigError: an unknown preset.
-    """
-    import config
-    cfg = config.PretrainConfig()
-    try:
-        config.apply_preset(cfg, preset)
-    except ConfigError as exc:
-        raise ConfigError(f"--preset: {exc}") from None
-    return ["--backbone", cfg.backbone, "--width", str(cfg.width),
-            "--resolution", str(cfg.data.resolution), "--color", cfg.data.color]
-
-
-def reproduce_plan(opts: ReproduceOptions, tools: Tools) -> ReproducePlan:
-    """Every command of the paper runner; the suites are parsed (and so checked) here, before
-    pretraining starts."""
-    pretrain = None
-    if not opts.skip_pretrain:
-        pretrain = [*tools.launcher(opts.gpus), tools.entry("train_pretrain.py"), "--preset",
-                    opts.preset, "--data-root", opts.pretrain_root, "--split", "1", "--out-dir",
-                    f"{opts.out}/pretrain", "--resume", "auto", *opts.pretrain_extra]
-    checkpoint = f"{opts.out}/pretrain/checkpoints/{opts.checkpoint_name}"
-    flags = model_flags(opts.preset) + opts.eval_args
-    inits = [(checkpoint, "")] + ([("random", "_random")] if opts.baseline else [])
-    suites = []
-    for init, suffix in inits:
-        for dataset, root in (("ucf101", opts.ucf_root), ("hmdb51", opts.hmdb_root)):
-            suites.append(parse_suite_args(
-                [dataset, init, "--out", f"{opts.out}/eval_{dataset}{suffix}", "--gpus",
-                 str(opts.gpus), *opts.suite_opts, *(["--dry-run"] if opts.dry_run else []),
-                 "--", "--data-root", root, *flags]))
-    return ReproducePlan(pretrain, checkpoint, suites, tables_argv(opts.out, tools))
-
-
 def run_reproduce(opts: ReproduceOptions, tools: Tools, runner: Runner) -> int:
     """Pretrain (resuming), evaluate both datasets (and the baseline), write the tables.
 
@@ -565,63 +292,6 @@ finished evaluations are reused on a re-run. Save checkpoints more often with th
 flag --save-every-epochs N. Example (the demo's data, 30 epochs, a checkpoint every 3):
   python train_pretrain.py --preset demo --device cpu --epochs 30 --save-every-epochs 3 --out-dir runs/curve
   bash scripts/retrieval_curve.sh runs/curve --preset demo --device cpu"""
-
-
-@dataclass
-class CurveOptions:
-    """The retrieval curve's options (see CURVE_USAGE)."""
-
-    run_dir: str
-    out: str
-    extra: list[str] = field(default_factory=list)   # flags for nn_retrieval.py
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """One retrieval of the curve: random init (checkpoint None) or one epoch checkpoint."""
-
-    name: str
-    checkpoint: str | None
-    run_dir: str
-    argv: list[str]
-
-
-def parse_curve_args(argv: list[str], env: Mapping[str, str] = os.environ) -> CurveOptions:
-    """RUN_DIR (the first word not starting with -) and --out; the rest goes to nn_retrieval.py.
-
-    Raises:
-        ConfigError: no RUN_DIR.
-    """
-    own, rest = walk_options(argv, ("--out",), ("--dry-run",))
-    run_dir = next((w for w in rest if not w.startswith("-")), "")
-    if not run_dir:
-        raise ConfigError("name the pretraining run folder: bash scripts/retrieval_curve.sh "
-                          "RUN_DIR [flags]")
-    rest.remove(run_dir)
-    return CurveOptions(run_dir=run_dir, out=own.get("--out") or f"{run_dir}/curve", extra=rest,
-                        dry_run="--dry-run" in own or dry_run_default(env))
-
-
-def curve_points(opts: CurveOptions, tools: Tools) -> list[CurvePoint]:
-    """Random init, then every checkpoints/epoch_*.pth of the run in epoch order.
-
-    Raises:
-        ConfigError: the run has no epoch checkpoints.
-    """
-    checkpoints = sorted(str(p) for p in Path(opts.run_dir).glob("checkpoints/epoch_*.pth"))
-    if not checkpoints:
-        raise ConfigError(f"no {opts.run_dir}/checkpoints/epoch_*.pth: pretrain with "
-                          f"--save-every-epochs N (and --out-dir {opts.run_dir}) first")
-    points = []
-    for checkpoint in [None, *checkpoints]:
-        name = "random" if checkpoint is None else Path(checkpoint).stem
-        init = [] if checkpoint is None else ["--checkpoint", checkpoint]
-        run_dir = f"{opts.out}/{name}/retrieval"
-        argv = [tools.python, tools.entry("nn_retrieval.py"), *opts.extra, *init,
-                "--num-grid-queries", "0", "--out-dir", run_dir]
-        points.append(CurvePoint(name, checkpoint, run_dir, argv))
-    return points
 
 
 def checkpoint_steps(path: str) -> int:

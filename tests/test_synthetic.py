@@ -1,4 +1,4 @@
-"""Tests of the synthetic dataset generator (dataloaders/synthetic.py).
+"""Tests of the synthetic dataset generator (the dataloaders/synthetic package).
 
 The split files are read with a tiny parser written here from the official formats (TCLR_SPEC
 section 8), independent of dataloaders.splits.
