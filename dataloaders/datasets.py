@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
 from dataloaders.augment import (EVAL_CROP, AugmentParams, apply_clip_augmentation, apply_eval_transform,
-                                 augment_pretrain_clips, formula_channels, sample_strong_params,
-                                 sample_weak_params)
+                                 augment_pretrain_clips, sample_strong_params, sample_weak_params)
+from dataloaders.color import formula_channels
 from dataloaders.sampling import (ClipSampler, EvalClipSampler, RandomClipSampler, TCLRSampler,
                                   min_eval_frames)
 from dataloaders.splits import DatasetError
@@ -197,7 +197,7 @@ class TCLRPretrainDataset(_RetryingVideoDataset):
         size: output side S.
         color: "bgr" (default, as the release and its weights) or "rgb".
         color_ops: "release" (default: PIL's RGB colour formulas on the stored channels, as the
-            release) or "true_channels" (dataloaders.augment.formula_channels).
+            release) or "true_channels" (dataloaders.color.formula_channels).
         augment_on: "cpu" (the item holds augmented clips) or "device" (the item holds raw uint8
             clips and the parameters; the training step calls augment_pretrain_batch(batch, device)).
         seed: run seed, used for plain integer keys.

@@ -241,7 +241,7 @@ def test_synthetic_generator_help_shows_defaults():
 def _registries() -> dict[str, tuple]:
     """leaf field -> the names of the registry (or name list) that builds or checks its value."""
     import models  # noqa: F401  (registers the backbones)
-    from dataloaders.augment import COLOR_OPS
+    from dataloaders.color import COLOR_OPS
     from dataloaders.datasets import AUGMENT_PLACES
     from dataloaders.splits import DATASETS
     from dataloaders.synthetic import DESIGNS
