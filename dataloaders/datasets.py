@@ -11,9 +11,9 @@ Bad videos (the policy). For training items (TCLRPretrainDataset, ClipDataset) a
 truncated or too short video never raises into the DataLoader: the item records (path, reason) in
 item["failures"] and deterministically uses the next video (index + 1, + 2, ... modulo the dataset
 size) instead, up to max_retries times; only when every one of them fails does it raise DatasetError
-naming all of them. The collate functions keep every item, so a batch never shrinks, and concatenate
-the failure lists: the training loop counts them per epoch, reports the paths and decides when to
-stop. Evaluation (MultiClipDataset) never substitutes: a bad video raises DatasetError with the path
+naming all of them. The collate functions (dataloaders.batching) keep every item, so a batch never
+shrinks, and concatenate the failure lists: the training loop counts them per epoch, reports the
+paths and decides when to stop. Evaluation (MultiClipDataset) never substitutes: a bad video raises DatasetError with the path
 and the reason.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from dataloaders.augment import (EVAL_CROP, AugmentParams, apply_clip_augmentation, apply_eval_transform,
-                                 augment_pretrain_clips, sample_strong_params, sample_weak_params)
+from dataloaders.augment import (EVAL_CROP, apply_clip_augmentation, apply_eval_transform,
+                                 sample_strong_params, sample_weak_params)
 from dataloaders.color import formula_channels
 from dataloaders.sampling import (ClipSampler, EvalClipSampler, RandomClipSampler, TCLRSampler,
                                   min_eval_frames)
@@ -199,7 +199,8 @@ class TCLRPretrainDataset(_RetryingVideoDataset):
         color_ops: "release" (default: PIL's RGB colour formulas on the stored channels, as the
             release) or "true_channels" (dataloaders.color.formula_channels).
         augment_on: "cpu" (the item holds augmented clips) or "device" (the item holds raw uint8
-            clips and the parameters; the training step calls augment_pretrain_batch(batch, device)).
+            clips and the parameters; the training step calls
+            dataloaders.batching.augment_pretrain_batch(batch, device)).
         seed: run seed, used for plain integer keys.
         max_retries: substitute videos tried after a bad one.
         min_sparse, min_dense: mirror-padding thresholds (None: 14 and 8 of 16, scaled).
@@ -338,101 +339,6 @@ class MultiClipDataset(Dataset):
         clips = apply_eval_transform(frames, self.size, self.crop, self.flip)
         return {"clips": clips, "clip_mask": torch.from_numpy(valid), "label": int(label),
                 "video_id": index}                       # clips [C, 3, T, S, S], mask [C]
-
-
-def _pad_frames(frames: list[torch.Tensor]) -> torch.Tensor:
-    """Stacks uint8 [..., 3, H, W] clips, zero-padding to the largest H and W (crops stay inside).
-
-    Works on the channels-last memory of the items (movedim views), so the copy is a plain memcpy
-    and the result is again a [B, ..., 3, H, W] view of channels-last memory.
-    """
-    last = [f.movedim(-3, -1) for f in frames]                          # [..., H, W, 3] views
-    height = max(f.shape[-3] for f in last)
-    width = max(f.shape[-2] for f in last)
-    if all(f.shape[-3:-1] == (height, width) for f in last):
-        return _stack(last).movedim(-1, -3)
-    out = last[0].new_zeros((len(last), *last[0].shape[:-3], height, width, last[0].shape[-1]))
-    for row, f in enumerate(last):
-        out[row, ..., :f.shape[-3], :f.shape[-2], :] = f
-    return out.movedim(-1, -3)
-
-
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """torch.stack, into shared memory inside a DataLoader worker (default_collate's way: the batch
-    then crosses to the main process without another copy)."""
-    return default_collate(tensors)
-
-
-def _failures(items: list[dict]) -> list[tuple[str, str]]:
-    return [failure for item in items for failure in item["failures"]]
-
-
-def collate_pretrain(items: list[dict]) -> dict:
-    """Batches TCLRPretrainDataset items without dropping any.
-
-    Returns:
-        {"clips": [B, V, 1+K, 3, T, S, S]} or {"frames": uint8 [B, 1+K, T, 3, H, W] (zero-padded to
-        the largest frame), "params": AugmentParams of B * V * (1+K) rows}, plus "index" int64 [B]
-        and "failures" (all items' lists, concatenated).
-    """
-    batch = {"index": torch.tensor([item["index"] for item in items]), "failures": _failures(items)}
-    if _augmented(items[0]):
-        batch["clips"] = _stack([item["clips"] for item in items])
-    else:
-        batch["frames"] = _pad_frames([item["frames"] for item in items])
-        batch["params"] = AugmentParams.cat([item["params"] for item in items])
-    return batch
-
-
-def _augmented(item_or_batch: dict) -> bool:
-    """Whether the workers augmented (augment_on="cpu", the dataset's decision: "clips") or left it
-    to the training device ("frames" and "params"). The one test of that; everything downstream
-    (collate, pretrain_input) asks here."""
-    return "clips" in item_or_batch
-
-
-def pretrain_input(batch: dict, device: torch.device, size: int = 112, color: str = "bgr",
-                   color_ops: str = "release") -> torch.Tensor:
-    """The model input of any collate_pretrain batch on `device`: float32 [B, V, 1+K, 3, T, S, S].
-
-    Workers' clips (augment_on="cpu") are moved; raw frames (augment_on="device") are augmented on
-    `device` by augment_pretrain_batch.
-    """
-    if _augmented(batch):
-        return batch["clips"].to(device, non_blocking=True)
-    return augment_pretrain_batch(batch, device, size, color, color_ops)
-
-
-def augment_pretrain_batch(batch: dict, device: torch.device, size: int = 112,
-                           color: str = "bgr", color_ops: str = "release") -> torch.Tensor:
-    """The model input of a collate_pretrain batch made with augment_on="device".
-
-    Moves the uint8 frames to `device` (non-blocking: pinned by the DataLoader) and augments them
-    there with the parameters the workers drew (kept on the CPU: reading them needs no device sync).
-
-    Returns:
-        float32 [B, V, 1+K, 3, T, S, S] on `device`, equal (up to float rounding) to what
-        augment_on="cpu" gives for the same items.
-    """
-    frames = batch["frames"].to(device, non_blocking=True)             # [B, 1+K, T, 3, H, W]
-    return augment_pretrain_clips(frames, batch["params"], size, color, color_ops)
-
-
-def collate_clips(items: list[dict]) -> dict:
-    """Batches ClipDataset items: "clip" [B, 3, T, S, S], "label" [B], "index" [B], "failures"."""
-    return {"clip": _stack([item["clip"] for item in items]),
-            "label": torch.tensor([item["label"] for item in items]),
-            "index": torch.tensor([item["index"] for item in items]),
-            "failures": _failures(items)}
-
-
-def collate_multiclip(items: list[dict]) -> dict:
-    """Batches MultiClipDataset items: "clips" [B, C, 3, T, S, S], "clip_mask" bool [B, C],
-    "label" [B], "video_id" [B]."""
-    return {"clips": _stack([item["clips"] for item in items]),
-            "clip_mask": torch.stack([item["clip_mask"] for item in items]),
-            "label": torch.tensor([item["label"] for item in items]),
-            "video_id": torch.tensor([item["video_id"] for item in items])}
 
 
 DATASET_KINDS = ("pretrain", "train", "eval")

@@ -214,7 +214,8 @@ def load_backbones(cfg: RetrievalConfig, checkpoints: Sequence[str], ctx: RunCon
 def build_test_loader(cfg: RetrievalConfig, ctx: RunContext, max_videos: int = 0):
     """The evaluation clip protocol (spec section 7) over the test list: num_clips clips per video,
     clip_len frames at train_stride, centre crop 0.8; at most max_videos videos, evenly spread."""
-    from dataloaders.datasets import build_dataset, collate_multiclip
+    from dataloaders.batching import collate_multiclip
+    from dataloaders.datasets import build_dataset
     from dataloaders.splits import build_video_list
 
     d = cfg.data

@@ -30,6 +30,7 @@ class ClassifyData:
 
 def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     """Video lists, subsets (written to the run folder) and loaders."""
+    from dataloaders import batching
     from dataloaders import datasets as ds
     from dataloaders.splits import build_video_list, check_split_lists
     ensure_dataset(cfg, ctx.logger)
@@ -51,7 +52,7 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
         raise TrainingError(too_few_videos(cfg, len(train_all), len(train_videos),
                                            len(val_videos)))
     train_loader, train_sampler = make_loader(train_set, cfg, ctx.dist, train=True,
-                                              collate_fn=ds.collate_clips)
+                                              collate_fn=batching.collate_clips)
     val_loader = None
     if val_videos:
         val_clips = cfg.val_clips or cfg.num_test_clips

@@ -30,9 +30,11 @@ def eval_batch_size(cfg: ClassifyConfig, num_clips: int) -> int:
 def eval_loader(cfg: ClassifyConfig, ctx: RunContext, videos: list, num_clips: int):
     """A loader over ``videos`` with ``num_clips`` evenly spaced test clips per video (this
     process's shard, in order)."""
+    from dataloaders import batching
     from dataloaders import datasets as ds
     dataset = ds.build_dataset(cfg.data, "eval", videos, cfg.seed, num_clips=num_clips)
-    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False, collate_fn=ds.collate_multiclip,
+    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False,
+                            collate_fn=batching.collate_multiclip,
                             batch_size=eval_batch_size(cfg, num_clips))
     return loader
 

@@ -161,7 +161,7 @@ def batch_clips(batch: dict, device: torch.device, cfg: PretrainConfig) -> torch
     With ``augment_on='device'`` the workers ship raw uint8 clips and the parameters they drew;
     the augmentation runs here, batched, on the training device.
     """
-    from dataloaders.datasets import pretrain_input
+    from dataloaders.batching import pretrain_input
     return pretrain_input(batch, device, size=cfg.data.resolution, color=cfg.data.color,
                           color_ops=cfg.data.color_ops)
 
@@ -342,7 +342,8 @@ def prepare_model(cfg: PretrainConfig, device: torch.device,
 
 
 def _build_data(cfg: PretrainConfig, ctx: RunContext):
-    from dataloaders.datasets import build_dataset, collate_pretrain
+    from dataloaders.batching import collate_pretrain
+    from dataloaders.datasets import build_dataset
     from dataloaders.splits import build_video_list
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data

@@ -234,6 +234,7 @@ def require_finite_features(features: torch.Tensor, cfg: RetrievalConfig, what: 
 def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, subset: str,
                     videos: list) -> FeatureSet:
     """Features of one subset, from the cache when its key matches, else computed and cached."""
+    from dataloaders import batching
     from dataloaders import datasets as ds
     key = cache_key(cfg, subset, videos, ctx.device)
     path = cache_file(cfg, key)
@@ -244,8 +245,8 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
         return FeatureSet(cached[0], cached[1], [p for p, _ in videos], from_cache=True)
     d = cfg.data
     dataset = ds.build_dataset(d, "eval", videos, cfg.seed, num_clips=cfg.num_clips)
-    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False, collate_fn=ds.collate_multiclip,
-                            batch_size=cfg.per_device_batch)
+    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False,
+                            collate_fn=batching.collate_multiclip, batch_size=cfg.per_device_batch)
     t0 = time.time()
     features, labels = extract_features(ctx, lazy.get(), loader, f"features {subset}")
     require_finite_features(features, cfg, f"{subset} features")

@@ -360,7 +360,8 @@ def e2e_videos(args, folder: str) -> list[tuple[str, int]]:
 
 def bench_e2e(args, runner: StepRunner, videos: list[tuple[str, int]], augment_on: str) -> dict:
     """Decode -> (augment) -> collate -> pinned copy -> runner's step, the training loop's way."""
-    from dataloaders.datasets import build_dataset, collate_pretrain
+    from dataloaders.batching import collate_pretrain
+    from dataloaders.datasets import build_dataset
     cfg = copy.deepcopy(runner.cfg)
     cfg.data.augment_on, cfg.data.num_workers = augment_on, args.workers
     d = cfg.data

@@ -44,7 +44,7 @@ def collapse_values(batch: int, num_local: int) -> dict[str, float]:
 def run_mode(cfg, dataset, indices: list[int], fresh: bool, steps: int, log_every: int) -> dict:
     """Train a new model for ``steps`` steps; returns the loss terms of the last step."""
     from config import LOSS_TERMS, loss_weights
-    from dataloaders.datasets import collate_pretrain
+    from dataloaders.batching import collate_pretrain
     from engine.common import amp_dtype, make_scaler
     from engine.distributed import resolve_device
     from engine.pretrain import build_model, train_step

@@ -5,10 +5,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
 from dataloaders import video as V
+from dataloaders.batching import (augment_pretrain_batch, collate_clips, collate_multiclip,
+                                  collate_pretrain)
 from dataloaders.datasets import (ClipDataset, EpochSeededSampler, MultiClipDataset,
-                                  TCLRPretrainDataset, _decode_clips, augment_pretrain_batch,
-                                  collate_clips,
-                                  collate_multiclip, collate_pretrain, item_seed, seed_worker)
+                                  TCLRPretrainDataset, _decode_clips, item_seed, seed_worker)
 from dataloaders.sampling import pad_tclr_indices, tclr_frame_indices
 from dataloaders.splits import DatasetError
 from tests.videos import decode_index, make_video, sequential_frames, write_bytes, write_truncated
@@ -337,7 +337,7 @@ def test_build_dataset_reads_every_setting_from_the_data_config(vids):
 
 
 def test_pretrain_input_gives_the_same_model_input_for_both_augment_places(vids):
-    from dataloaders.datasets import pretrain_input
+    from dataloaders.batching import pretrain_input
     videos = [(p, 0) for p in vids["good"]]
     keys = [(0, 11), (1, 12)]
     cpu = collate_pretrain([TCLRPretrainDataset(videos, size=S)[k] for k in keys])

@@ -16,7 +16,8 @@ from torch.utils.data._utils.pin_memory import pin_memory
 
 import train_pretrain
 from dataloaders.augment import AugmentParams
-from dataloaders.datasets import TCLRPretrainDataset, augment_pretrain_batch, collate_pretrain
+from dataloaders.batching import augment_pretrain_batch, collate_pretrain
+from dataloaders.datasets import TCLRPretrainDataset
 from dataloaders.splits import build_video_list
 from engine import pretrain as pre
 from engine.common import make_scaler
