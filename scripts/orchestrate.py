@@ -41,7 +41,8 @@ from orchestrate_plans import (  # noqa: E402
     CurveOptions, ReproduceOptions, SuiteOptions, Tools, curve_points, parse_curve_args,
     parse_reproduce_args, parse_suite_args, reproduce_plan, suite_runs, tables_argv)
 
-# The metric a finished run's results.json holds (engine.classify / engine.retrieval write them).
+# The metric a finished run's results.json holds (written by engine.classify_report, called from
+# engine.classify, and by engine.retrieval).
 METRIC = {"linear": "top1", "finetune": "top1", "retrieval": "recall@1"}
 
 
