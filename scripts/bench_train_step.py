@@ -17,10 +17,11 @@ training code itself (engine.pretrain.prepare_model and train_step) and run in a
                  and activation checkpointing of the backbone stages.
 Each step reads its loss back to the host, as the training loop does. Peak memory of a
 configuration, measured in one more step of each after all timed runs: its parameters, optimizer
-state and input batch plus the most memory the step allocated on top (gradients included) --
-torch.cuda.max_memory_allocated on CUDA; on Linux CPUs the resident-set high-water mark (reset
-through /proc/self/clear_refs, large allocations switched to mmap so that RSS follows the live
-tensors); "n/a" elsewhere. The other configuration's tensors are not counted.
+state and input batch plus the most memory the step allocated on top (gradients included),
+measured by peak_memory.PeakMemory (beside this file): torch.cuda.max_memory_allocated on CUDA; on
+Linux CPUs the resident-set high-water mark (reset through /proc/self/clear_refs, large
+allocations switched to mmap so that RSS follows the live tensors); "n/a" elsewhere. The other
+configuration's tensors are not counted.
 
 Part 2, end to end: real decoding of AVI files (a small synthetic dataset generated into a
 temporary folder unless --e2e-videos is given; its video list is repeated so that one epoch covers
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import json
 import math
 import os
@@ -62,6 +62,8 @@ from engine.common import amp_dtype, autocast, make_loader, make_scaler  # noqa:
 from engine.distributed import DistInfo, resolve_device  # noqa: E402
 from engine.pretrain import batch_clips, prepare_model, train_step  # noqa: E402
 from losses.reference import reference_tclr_loss  # noqa: E402
+# peak_memory.py lies beside this file (the script's folder is on sys.path when it runs as a file).
+from peak_memory import PeakMemory  # noqa: E402
 
 # Sizes by device; --quick uses QUICK on any device. Values given on the command line win.
 CUDA_SIZES = {"width": 64, "resolution": 112, "batch_size": 40, "steps": 20, "warmup": 5,
@@ -213,66 +215,6 @@ class StepRunner:
 # --------------------------------------------------------------------------------------------
 # Memory
 # --------------------------------------------------------------------------------------------
-
-def _proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(f"/proc/self/status has no {field} line")
-
-
-class PeakMemory:
-    """Most memory allocated above the level at start(): CUDA allocator or resident set size.
-
-    On CPUs with glibc, allocations of 64 KiB and more are switched to mmap (freed memory goes back
-    to the OS at once) and free heap pages are handed back before each measurement, so the
-    resident set follows the live tensors instead of the heap's history; mmap makes allocation
-    slower, hence the memory is measured after the timed runs.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.base = 0
-        self.libc = None
-        if device.type != "cuda":
-            try:
-                self.libc = ctypes.CDLL("libc.so.6")
-                self.libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-            except (OSError, AttributeError):
-                self.libc = None  # not glibc: reused free heap is not seen (a lower bound)
-        self.available = device.type == "cuda" or self._reset_rss()
-
-    def _reset_rss(self) -> bool:
-        """Reset the resident-set high-water mark (Linux >= 4.0); False where that is impossible."""
-        if self.libc is not None:
-            self.libc.malloc_trim(0)
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-            _proc_status_kb("VmHWM")
-        except (OSError, KeyError):
-            return False
-        return True
-
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        elif self.available:
-            self._reset_rss()
-            self.base = _proc_status_kb("VmRSS") * 1024
-
-    def peak(self) -> int | None:
-        """Bytes above the start level at the high-water mark since start(); None if unknown."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) - self.base
-        if self.available:
-            return _proc_status_kb("VmHWM") * 1024 - self.base
-        return None
-
 
 def measure_memory(args, runners: list[StepRunner], clips: torch.Tensor) -> dict[str, float | None]:
     """Peak MB of one step of each runner: its resident tensors, the input and the step's peak."""

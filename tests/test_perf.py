@@ -31,12 +31,17 @@ BENCH_KEYS = ("device", "release_style", "best", "speedup", "mem_ratio", "e2e")
 
 
 def load_bench():
-    """scripts/bench_train_step.py as a module (scripts/ is not a package)."""
+    """scripts/bench_train_step.py as a module (scripts/ is not a package; its folder goes on
+    sys.path while it loads, as when it runs as a file, for its sibling peak_memory.py)."""
     if "bench_train_step" not in sys.modules:
         spec = importlib.util.spec_from_file_location("bench_train_step", BENCH)
         module = importlib.util.module_from_spec(spec)
         sys.modules["bench_train_step"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
+        sys.path.insert(0, str(BENCH.parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(BENCH.parent))
     return sys.modules["bench_train_step"]
 
 
