@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from config import ConfigError
+from confkit import ConfigError
 from user_errors import UserError
 
 from .registry import build_backbone
