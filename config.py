@@ -77,9 +77,11 @@ class DataConfig:
     synthetic_width: int = option(320, "synthetic dataset: frame width in pixels")
     synthetic_height: int = option(240, "synthetic dataset: frame height in pixels")
     synthetic_design: str = option("varied", "synthetic dataset: 'varied' (appearance varies "
-                                             "within every class) or 'trajectory' (one look for "
-                                             "every video; classes differ only in a square's path)",
-                                   choices=("varied", "trajectory"))
+                                             "within every class), 'trajectory' (one look for "
+                                             "every video; classes differ only in a square's path) "
+                                             "or 'switch' (two such paths one after the other; "
+                                             "the class is the pair)",
+                                   choices=("varied", "trajectory", "switch"))
 
 
 @dataclass

@@ -25,14 +25,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synthetic_classes": 6, "synthetic_videos_per_class": 30, "synthetic_frames": 96,
         "synthetic_width": 64, "synthetic_height": 48,
     },
-    # The learning demo (scripts/learning_demo.sh): a width-8 R3D-18 at 24 px (about 2 s per step
-    # of 20 videos on one core) on the "trajectory" design, enough videos for 324 test queries
+    # The learning demo (scripts/learning_demo.sh): a width-8 R3D-18 at 24 px (about 1.2 s per step
+    # of 20 videos on one idle core) on the "switch" design, enough videos for 324 test queries
     # (README "Demo and mini ablation").
     "learning": {
-        "dataset": "synthetic", "data_root": "data/synthetic_trajectory", "backbone": "r3d18",
+        "dataset": "synthetic", "data_root": "data/synthetic_switch", "backbone": "r3d18",
         "width": 8, "resolution": 24, "num_workers": 2, "amp": "off", "batch_size": 20,
         "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
-        "synthetic_design": "trajectory", "synthetic_classes": 6, "synthetic_videos_per_class": 180,
+        "synthetic_design": "switch", "synthetic_classes": 6, "synthetic_videos_per_class": 180,
         "synthetic_frames": 96, "synthetic_width": 64, "synthetic_height": 48,
     },
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The learning demo (CPU): does TCLR pretraining beat random initialisation and instance
-# discrimination alone (IC only), over several seeds? On the "trajectory" synthetic design (one look
-# for every video; six classes that differ only in the path of a square), for each seed: IC-only and
+# discrimination alone (IC only), over several seeds? On the "switch" synthetic design (one look for
+# every video; a square performs two of four motions one after the other, and the class is the
+# pair), for each seed: IC-only and
 # full TCLR pretraining, then nearest-neighbour retrieval, a linear probe and the temporal diversity
 # of the random-init, IC-only and TCLR backbones; one table of means and standard deviations over
 # the seeds, and a side-by-side picture of the timestep similarity matrices (seed 0).
@@ -9,11 +10,11 @@
 #   bash scripts/learning_demo.sh [--out DIR] [--seeds "0 1 2"] [--epochs N] [--jobs N] [--dry-run]
 #                                 [extra flags for every entry point]
 #
-# Sizes (env or flags): SEEDS ("0 1 2"), PRETRAIN_EPOCHS (--epochs; default 6 epochs of
-# STEPS_PER_EPOCH=10 steps of BATCH=20 videos), LINEAR_EPOCHS (3), EVAL_CLIPS (clips per video for
-# retrieval and temporal diversity, 3), VIDEOS_PER_CLASS (180: 324 test queries on split 1),
-# DIVERSITY_VIDEOS (test videos for temporal diversity, 120), DATA (dataset
-# folder, data/synthetic_trajectory, generated on first use). JOBS (2) commands run side by side,
+# Sizes (env or flags): SEEDS ("0 1 2"), PRETRAIN_EPOCHS (--epochs; default 30 epochs of
+# STEPS_PER_EPOCH=10 steps of BATCH=20 videos: 300 steps), LINEAR_EPOCHS (10), EVAL_CLIPS (clips per
+# video for retrieval and temporal diversity, 3), VIDEOS_PER_CLASS (180: 324 test queries on split
+# 1), DIVERSITY_VIDEOS (test videos for temporal diversity, 120), DESIGN (switch; or trajectory),
+# DATA (dataset folder, data/synthetic_$DESIGN, generated on first use). JOBS (2) commands run side by side,
 # one thread each (OMP_NUM_THREADS=1, which on a loaded machine is also several times faster per
 # process than two threads); each writes its log to DIR/logs/. Finished pretraining runs are reused
 # on a re-run. Everything lands in --out (default runs/learning_demo).
@@ -22,14 +23,15 @@ set -euo pipefail
 
 OUT=runs/learning_demo
 SEEDS=${SEEDS:-"0 1 2"}
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-6}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-30}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-10}
 BATCH=${BATCH:-20}
-LINEAR_EPOCHS=${LINEAR_EPOCHS:-3}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
 EVAL_CLIPS=${EVAL_CLIPS:-3}
 VIDEOS_PER_CLASS=${VIDEOS_PER_CLASS:-180}
 DIVERSITY_VIDEOS=${DIVERSITY_VIDEOS:-120}
-DATA=${DATA:-data/synthetic_trajectory}
+DESIGN=${DESIGN:-switch}
+DATA=${DATA:-data/synthetic_$DESIGN}
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 EXTRA=()
@@ -52,7 +54,7 @@ done
 read -r -a SEED_LIST <<< "$SEEDS"
 (( ${#SEED_LIST[@]} >= 1 )) || die "--seeds names no seed"
 
-COMMON=(--preset learning --device cpu --data-root "$DATA"
+COMMON=(--preset learning --device cpu --data-root "$DATA" --synthetic-design "$DESIGN"
         --synthetic-videos-per-class "$VIDEOS_PER_CLASS" --progress false "${EXTRA[@]}")
 
 # Background commands, at most JOBS at once; `settle` waits for all and stops at the first failure.
@@ -101,7 +103,7 @@ INITS=(random ic_only tclr)
 TOTAL=$(( ${#SEED_LIST[@]} * (2 + 3 * 3) + 1 ))
 info "[$(clock)] synthetic data ($DATA; generated once, about a minute)"
 set_pymodule dataloaders.synthetic
-run "${PYMOD[@]}" --out "$DATA" --design trajectory --classes 6 --videos-per-class "$VIDEOS_PER_CLASS" \
+run "${PYMOD[@]}" --out "$DATA" --design "$DESIGN" --classes 6 --videos-per-class "$VIDEOS_PER_CLASS" \
     --frames 96 --width 64 --height 48 --seed 0 --workers "$JOBS" --quiet
 
 info "[$(clock)] pretraining: IC only and full TCLR, seeds ${SEED_LIST[*]}, $PRETRAIN_EPOCHS epochs of" \

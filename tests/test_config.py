@@ -64,7 +64,7 @@ PRESET_VALUES = {
     ("demo_linear", "linear"): {"width": 16, "resolution": 32, "bn_mode": "train",
                                 "select": "last", "val_fraction": 0.0, "num_test_clips": 3},
     ("learning", "pretrain"): {"width": 8, "resolution": 24, "batch_size": 20,
-                               "synthetic_design": "trajectory", "synthetic_videos_per_class": 180},
+                               "synthetic_design": "switch", "synthetic_videos_per_class": 180},
 }
 
 
@@ -227,7 +227,7 @@ def test_synthetic_generator_help_shows_defaults():
                           capture_output=True, text=True, cwd=config.__file__.rsplit("/", 1)[0])
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())               # argparse wraps lines
-    for fragment in ("number of classes, 2..12 (varied) or 2..6 (trajectory) (default: 10)",
+    for fragment in ("number of classes: 2..12 (varied), 2..6 (trajectory), 2..6 (switch) (default: 10)",
                      "(default: varied)",
                      "videos per class, >= 4 (default: 12)",
                      "frames per video (default: 150)", "(default: 25.0)"):

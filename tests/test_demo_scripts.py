@@ -222,7 +222,7 @@ def test_temporal_signal_check_memorises_a_fixed_batch(tiny_ucf, capsys):
 def test_learning_demo_dry_run_pretrains_both_variants_per_seed(tmp_path):
     out = dry_run("learning_demo.sh", "--out", "L", "--seeds", "3 4", "--epochs", "2", cwd=tmp_path)
     commands = [line for line in out.splitlines() if line.startswith("+ ")]
-    assert "--design trajectory" in commands[0] and "--videos-per-class 180" in commands[0]
+    assert "--design switch" in commands[0] and "--videos-per-class 180" in commands[0]
     pretrain = [c for c in commands if "train_pretrain.py" in c]
     assert [c.split("--out-dir ")[1].split()[0] for c in pretrain] == [
         "L/pretrain/ic_only_seed3", "L/pretrain/tclr_seed3", "L/pretrain/ic_only_seed4",
@@ -251,8 +251,9 @@ def test_learning_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "VIDEOS_PER_CLASS": "4", "STEPS_PER_EPOCH": "1",
            "BATCH": "4", "LINEAR_EPOCHS": "1", "DIVERSITY_VIDEOS": "3", "DATA": str(tmp_path / "data")}
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "learning_demo.sh"), "--out", "L",
-                           "--seeds", "0 1", "--epochs", "1", "--width", "4", "--resolution", "16"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                           "--seeds", "0 1", "--epochs", "1", "--width", "4", "--resolution", "16",
+                           "--batch-size", "4"],  # every job: 18 labelled videos per split
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert table[0] == ("| init | linear top-1 % | R@1 % | R@5 % | timestep similarity |")

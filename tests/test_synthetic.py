@@ -311,3 +311,41 @@ def test_trajectory_videos_share_one_kind_of_look(tmp_path):
     with pytest.raises(SyntheticDatasetError, match="changed old -> new"):
         generate(tmp_path, classes=6, videos_per_class=4, frames=24, width=64, height=48, seed=1,
                  progress=False)  # the varied design is another dataset
+
+
+# ---------------------------------------------------------------------------------------------------
+# The "switch" design: two trajectory motions one after the other; the class is the pair.
+
+def switch_track(name: str, seed: int):
+    cls = next(c for c in synthetic.SWITCH_CLASSES if c.name == name)
+    return cls.make_track(np.random.default_rng(seed), ACTOR, STAGE)
+
+
+def test_switch_class_set_is_the_six_pairs_of_four_motions():
+    assert synthetic.class_names(6, "switch") == [
+        "HorizontalAndVertical", "HorizontalAndCircle", "HorizontalAndDrift", "VerticalAndCircle",
+        "VerticalAndDrift", "CircleAndDrift"]
+    with pytest.raises(SyntheticDatasetError, match="'switch' synthetic design has 2 to 6 classes"):
+        synthetic.class_names(7, "switch")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_switch_holds_both_motions_cut_in_the_middle_half(seed):
+    track = switch_track("HorizontalAndVertical", seed)
+    # horizontal part: y constant; vertical part: x constant; the cut lies in frames 24..72 of 96
+    dx, dy = np.abs(np.diff(track.x)) > 0, np.abs(np.diff(track.y)) > 0
+    horizontal, vertical = dx & ~dy, dy & ~dx
+    assert horizontal.sum() >= 20 and vertical.sum() >= 20  # both motions, each over 24+ frames
+    moving_x_first = horizontal[:20].all()
+    first, second = (horizontal, vertical) if moving_x_first else (vertical, horizontal)
+    cut = int(np.argmax(second))  # the cut frame: from it on, the second motion's track
+    assert 24 <= cut <= 72 and not second[:cut].any() and not first[cut:].any()
+    assert set(track.scale) == {1.0} and set(track.angle) == {0.0} and set(track.alpha) == {1.0}
+
+
+def test_switch_order_varies_between_videos():
+    firsts = set()
+    for seed in range(16):
+        track = switch_track("HorizontalAndVertical", seed)
+        firsts.add("horizontal" if np.ptp(track.y[:20]) == 0.0 else "vertical")
+    assert firsts == {"horizontal", "vertical"}

@@ -24,12 +24,16 @@ crop- and colour-invariant, and its single frames are distributed like those of 
 - Appearance (background colour/texture/noise) is shared within a UCF-style group (gXX), so the
   group-wise splits test on unseen backgrounds as UCF101's test on unseen actors and scenes.
 
-Two designs (`--design`, `DESIGNS`): "varied" (the default, described above: the demo's and the
-tests' data) and "trajectory" (the learning demo's data): every video has the same look, one light
-square on a flat grey background, and six classes differ only in the square's path (static,
-horizontal / vertical / diagonal swing, circle, bouncing drift). There instance discrimination has no
-appearance shortcut: the only way to tell two videos apart is motion (README "Demo and mini
-ablation" has the measurements that led to it).
+Three designs (`--design`, `DESIGNS`): "varied" (the default, described above: the demo's and the
+tests' data); "trajectory": every video has the same look, one light square on a flat grey
+background, and six classes differ only in the square's path (static, horizontal / vertical /
+diagonal swing, circle, bouncing drift), so that instance discrimination has no appearance shortcut
+and the only way to tell two videos apart is motion; and "switch" (the learning demo's data): the
+same look, but every video holds two of the swing-horizontal / swing-vertical / circle / drift
+motions one after the other, in a random order, switching at a random moment in the middle half,
+and the class is the pair (6 classes). There the clips of one video differ in kind, which is what
+the temporal terms separate and the label needs (README "Demo and mini ablation" has the
+measurements that led to it).
 
 Run `python -m dataloaders.synthetic --out DIR` (flags in `build_parser`); `separability_check`
 measures that single frames carry no class information while short clips do (also
@@ -44,9 +48,9 @@ split files), `generator` (`generate`, the manifest and output folder, the comma
 
 from dataloaders.synthetic.check import SeparabilityReport, separability_check
 from dataloaders.synthetic.designs import (CLASS_REGISTRY, DEFAULT_DESIGN, DESIGNS, MAX_CLASSES,
-                                           TEMPORAL_CLASSES, TRAJECTORY_CLASSES, Actor, Design, Stage,
-                                           SyntheticDatasetError, TemporalClass, Track, class_names,
-                                           get_design, hmdb_class_name)
+                                           SWITCH_CLASSES, TEMPORAL_CLASSES, TRAJECTORY_CLASSES, Actor,
+                                           Design, Stage, SyntheticDatasetError, TemporalClass, Track,
+                                           class_names, get_design, hmdb_class_name)
 from dataloaders.synthetic.generator import (GENERATOR_VERSION, MANIFEST_NAME, GenerationSummary,
                                              build_parser, generate, main, read_manifest)
 from dataloaders.synthetic.layout import (LAYOUTS, NUM_SPLITS, SPLIT_FOLDERS, VideoEntry, group_layout,
@@ -56,7 +60,7 @@ from dataloaders.synthetic.render import VideoSpec, pick_fourcc, render_frames, 
 __all__ = [
     "Actor", "CLASS_REGISTRY", "DEFAULT_DESIGN", "DESIGNS", "Design", "GENERATOR_VERSION",
     "GenerationSummary", "LAYOUTS", "MANIFEST_NAME", "MAX_CLASSES", "NUM_SPLITS", "SPLIT_FOLDERS",
-    "SeparabilityReport", "Stage", "SyntheticDatasetError", "TEMPORAL_CLASSES", "TRAJECTORY_CLASSES",
+    "SWITCH_CLASSES", "SeparabilityReport", "Stage", "SyntheticDatasetError", "TEMPORAL_CLASSES", "TRAJECTORY_CLASSES",
     "TemporalClass", "Track", "VideoEntry", "VideoSpec", "build_parser", "class_names", "generate",
     "get_design", "group_layout", "hmdb_class_name", "hmdb_roles", "main", "pick_fourcc", "plan_videos",
     "read_manifest", "render_frames", "separability_check", "ucf_roles", "write_split_files",

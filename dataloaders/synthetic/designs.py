@@ -1,8 +1,9 @@
 """The synthetic dataset's class designs: temporal classes as per-frame tracks of their actors.
 
 Each class turns (rng, actor, stage) into a `Track` (per-frame position, size, angle and opacity of
-one actor). Two class sets (`DESIGNS`): "varied" (`TEMPORAL_CLASSES`, the demo's and the tests' data)
-and "trajectory" (`TRAJECTORY_CLASSES`, the learning demo's data). The package docstring
+one actor). Three class sets (`DESIGNS`): "varied" (`TEMPORAL_CLASSES`, the demo's and the tests'
+data), "trajectory" (`TRAJECTORY_CLASSES`) and "switch" (`SWITCH_CLASSES`, the learning demo's data:
+two trajectory motions per video, one after the other). The package docstring
 (dataloaders/synthetic/__init__.py) says why every class survives the pretraining augmentations.
 """
 
@@ -282,6 +283,39 @@ TRAJECTORY_CLASSES: tuple[TemporalClass, ...] = (
 )
 
 
+# The "switch" design (the learning demo's data): the trajectory design's look, but every video
+# holds TWO of the trajectory motions, one after the other in a random order, switching at a random
+# moment in the middle half of the video; the class is the unordered pair (4 motions: 6 pairs). A
+# clip shows one motion (or the switch), so the label needs clips from both halves, and the clips
+# of one video differ in kind, not only in phase: what the temporal terms separate is what the
+# label needs, while instance discrimination alone is pushed to ignore the motion that changes.
+SWITCH_MOTIONS = ("SwingHorizontal", "SwingVertical", "Circle", "Drift")
+SWITCH_MOMENT = (0.25, 0.75)  # the switch happens in this part of the video (fractions of T)
+_TRACK_FIELDS = ("x", "y", "scale", "angle", "alpha")
+
+
+def _switch(first: TemporalClass, second: TemporalClass) -> Callable[[np.random.Generator, Actor, Stage], Track]:
+    """Motion `first` then `second` or the reverse (one coin), cut at a random frame."""
+    def make(rng: np.random.Generator, actor: Actor, stage: Stage) -> Track:
+        order = (first, second) if rng.uniform() < 0.5 else (second, first)
+        a, b = (cls.make_track(rng, actor, stage) for cls in order)
+        cut = int(round(stage.frames * rng.uniform(*SWITCH_MOMENT)))
+        return Track(*(np.concatenate([getattr(a, f)[:cut], getattr(b, f)[cut:]]) for f in _TRACK_FIELDS))
+    return make
+
+
+def _switch_classes() -> tuple[TemporalClass, ...]:
+    motions = [next(c for c in TRAJECTORY_CLASSES if c.name == name) for name in SWITCH_MOTIONS]
+    return tuple(
+        TemporalClass(f"{a.name.removeprefix('Swing')}And{b.name.removeprefix('Swing')}",
+                      f"{a.name} and {b.name}, one after the other in either order, switching at a "
+                      "random moment", _switch(a, b))
+        for i, a in enumerate(motions) for b in motions[i + 1:])
+
+
+SWITCH_CLASSES: tuple[TemporalClass, ...] = _switch_classes()
+
+
 @dataclass(frozen=True)
 class Design:
     """A class set and the appearance its videos are drawn with (see `DESIGNS`)."""
@@ -300,7 +334,9 @@ DESIGNS: dict[str, Design] = {
                      "backgrounds and noise vary within every class (the demo's and the tests' data)",
                      TEMPORAL_CLASSES),
     "trajectory": Design("trajectory", "6 classes that differ only in the path of one square; every "
-                         "video has the same look (the learning demo's data)", TRAJECTORY_CLASSES),
+                         "video has the same look", TRAJECTORY_CLASSES),
+    "switch": Design("switch", "6 classes: the pair of trajectory motions that a video holds, one "
+                     "after the other in either order (the learning demo's data)", SWITCH_CLASSES),
 }
 DEFAULT_DESIGN = "varied"
 

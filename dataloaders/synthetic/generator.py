@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from dataloaders.synthetic.designs import (CLASS_REGISTRY, DEFAULT_DESIGN, DESIGNS, MAX_CLASSES,
-                                           TRAJECTORY_CLASSES, SyntheticDatasetError, class_names,
-                                           get_design)
+from dataloaders.synthetic.designs import (CLASS_REGISTRY, DEFAULT_DESIGN, DESIGNS,
+                                           SyntheticDatasetError, class_names, get_design)
 from dataloaders.synthetic.layout import (LAYOUTS, NUM_SPLITS, SPLIT_FOLDERS, VideoEntry,
                                           group_layout, plan_videos, write_split_files)
 from dataloaders.synthetic.render import VideoSpec, pick_fourcc, write_video
@@ -173,7 +172,7 @@ def generate(out: str | Path, classes: int = 10, videos_per_class: int = 12, fra
             out/ucfTrainTestlist/{classInd,trainlist0k,testlist0k}.txt; HMDB51 layout:
             out/<class>/<file>.avi and out/testTrainMulti_7030_splits/<class>_test_split{k}.txt.
         classes: number of classes: the first ones of the design's class set (2..12 for
-            "varied", 2..6 for "trajectory").
+            "varied", 2..6 for "trajectory" and "switch").
         videos_per_class: >= 4, spread over UCF-style groups.
         frames, width, height, fps: video length and size (even width/height); defaults like UCF101.
         seed: everything (appearance, dynamics, splits, hence the decoded frames) follows from it.
@@ -181,8 +180,9 @@ def generate(out: str | Path, classes: int = 10, videos_per_class: int = 12, fra
         workers: processes that render and encode videos in parallel.
         progress: show a tqdm bar.
         overwrite: replace a different synthetic dataset found in `out` (never a foreign folder).
-        design: "varied" (appearance varies within every class) or "trajectory" (one look for every
-            video, classes differ only in the path of a square); see DESIGNS.
+        design: "varied" (appearance varies within every class), "trajectory" (one look for every
+            video, classes differ only in the path of a square) or "switch" (two such paths one
+            after the other; the class is the pair); see DESIGNS.
 
     Returns:
         GenerationSummary; `skipped` is True when the identical dataset was already complete in `out`.
@@ -223,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, default=argparse.SUPPRESS,
                         help="dataset root folder (created if missing); required")
     parser.add_argument("--classes", type=int, default=10,
-                        help=f"number of classes, 2..{MAX_CLASSES} (varied) or 2..{len(TRAJECTORY_CLASSES)} "
-                             f"(trajectory)")
+                        help="number of classes: " + ", ".join(
+                            f"2..{len(d.classes)} ({d.name})" for d in DESIGNS.values()))
     parser.add_argument("--design", choices=tuple(DESIGNS), default=DEFAULT_DESIGN,
                         help="; ".join(f"{d.name}: {d.summary}" for d in DESIGNS.values()))
     parser.add_argument("--videos-per-class", type=int, default=12, help="videos per class, >= 4")

@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 
 from dataloaders.synthetic.designs import (DEFAULT_DESIGN, SPRITE_SIZE, TEMPORAL_CLASSES,
-                                           TRAJECTORY_BACKGROUND, TRAJECTORY_CLASSES,
+                                           TRAJECTORY_BACKGROUND,
                                            TRAJECTORY_FOREGROUND, TRAJECTORY_HALF_SIZE,
                                            TRAJECTORY_NOISE, Actor, Stage, SyntheticDatasetError,
-                                           TemporalClass, Track, anchor_in_band, build_track)
+                                           TemporalClass, Track, anchor_in_band, build_track,
+                                           get_design)
 from dataloaders.video import VideoDecodeError, count_frames
 
 FOURCC_PREFERENCE = ("XVID", "MJPG")  # XviD as UCF101; MJPG where the OpenCV build lacks it
@@ -180,7 +181,7 @@ class VideoSpec:
 
 def render_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
     """Yield the video's frames, uint8 [H, W, 3] BGR; a pure function of the spec (deterministic)."""
-    if spec.design == "trajectory":
+    if spec.design in ("trajectory", "switch"):
         yield from _render_trajectory(spec)
         return
     stage = Stage(spec.width, spec.height, spec.frames)
@@ -203,7 +204,8 @@ def render_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
 
 
 def _render_trajectory(spec: VideoSpec) -> Iterator[np.ndarray]:
-    """Frames of a "trajectory" design video: one square, one look for every video. [H, W, 3] uint8."""
+    """Frames of a "trajectory" or "switch" design video: one square, one look for every video.
+    [H, W, 3] uint8."""
     stage = Stage(spec.width, spec.height, spec.frames)
     clip_rng = np.random.default_rng([spec.seed, 2, spec.class_index, spec.group, spec.clip])
     noise_rng = np.random.default_rng([spec.seed, 3, spec.class_index, spec.group, spec.clip])
@@ -211,7 +213,7 @@ def _render_trajectory(spec: VideoSpec) -> Iterator[np.ndarray]:
     grey = np.full(3, clip_rng.uniform(*TRAJECTORY_FOREGROUND))
     background = np.full((stage.height, stage.width, 3), clip_rng.uniform(*TRAJECTORY_BACKGROUND),
                          np.float32)
-    track = TRAJECTORY_CLASSES[spec.class_index].make_track(clip_rng, Actor((0.0, stage.width), size),
+    track = get_design(spec.design).classes[spec.class_index].make_track(clip_rng, Actor((0.0, stage.width), size),
                                                            stage)
     square = Sprite(SHAPES["square"] / 0.75, grey, size, track)
     for t in range(spec.frames):
