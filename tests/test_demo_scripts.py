@@ -132,7 +132,7 @@ def test_retrieval_curve_evaluates_random_and_every_epoch_checkpoint(tmp_path):
     # the wrapper's dry run prints these commands, then the table; it creates nothing
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "retrieval_curve.sh"), "run", "--out",
                            "c", "--preset", "demo", "--dry-run"], cwd=tmp_path, env=script_env(),
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
     assert commands[-1].endswith("summarize_runs.py 'random init=c/random' "
@@ -182,7 +182,7 @@ def test_retrieval_curve_without_epoch_checkpoints_says_how_to_get_them(tmp_path
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "retrieval_curve.sh"), "run"],
                           cwd=tmp_path, env=script_env(), capture_output=True, text=True,
-                          timeout=60)
+                          timeout=300)
     assert proc.returncode == 2                        # a user mistake: one error line
     assert proc.stderr == ("error: no run/checkpoints/epoch_*.pth: pretrain with "
                            "--save-every-epochs N (and --out-dir run) first\n")
@@ -241,7 +241,7 @@ def test_learning_demo_dry_run_pretrains_both_variants_per_seed(tmp_path):
 
 def test_learning_demo_rejects_a_bad_size(tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "learning_demo.sh"), "--epochs", "x"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "got 'x'" in proc.stderr
 
 

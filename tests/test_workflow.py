@@ -182,7 +182,7 @@ def known_results(real_results, tmp_path) -> Path:
 def test_make_tables_known_answer(known_results, tmp_path):
     out = tmp_path / "tables" / "t.md"
     proc = subprocess.run([sys.executable, str(SCRIPTS / "make_tables.py"), str(known_results),
-                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout                   # the command line once; in-process elsewhere
     assert out.read_text() == text
