@@ -14,10 +14,10 @@
 # STEPS_PER_EPOCH=10 steps of BATCH=20 videos: 300 steps), LINEAR_EPOCHS (10), EVAL_CLIPS (clips per
 # video for retrieval and temporal diversity, 3), VIDEOS_PER_CLASS (180: 324 test queries on split
 # 1), DIVERSITY_VIDEOS (test videos for temporal diversity, 120), DESIGN (switch; or trajectory),
-# DATA (dataset folder, data/synthetic_$DESIGN, generated on first use). JOBS (2) commands run side by side,
-# one thread each (OMP_NUM_THREADS=1, which on a loaded machine is also several times faster per
-# process than two threads); each writes its log to DIR/logs/. Finished pretraining runs are reused
-# on a re-run. Everything lands in --out (default runs/learning_demo).
+# DATA (dataset folder, data/synthetic_$DESIGN, generated on first use). JOBS (2) commands run
+# side by side, one thread each (OMP_NUM_THREADS=1, which on a loaded machine is also several times
+# faster per process than two threads); each writes its log to DIR/logs/. Finished pretraining
+# runs are reused on a re-run. Everything lands in --out (default runs/learning_demo).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 

@@ -48,9 +48,10 @@ split files), `generator` (`generate`, the manifest and output folder, the comma
 
 from dataloaders.synthetic.check import SeparabilityReport, separability_check
 from dataloaders.synthetic.designs import (CLASS_REGISTRY, DEFAULT_DESIGN, DESIGNS, MAX_CLASSES,
-                                           SWITCH_CLASSES, TEMPORAL_CLASSES, TRAJECTORY_CLASSES, Actor,
-                                           Design, Stage, SyntheticDatasetError, TemporalClass, Track,
-                                           class_names, get_design, hmdb_class_name)
+                                           SWITCH_CLASSES, TEMPORAL_CLASSES, TRAJECTORY_CLASSES,
+                                           Actor, Design, Stage, SyntheticDatasetError,
+                                           TemporalClass, Track, class_names, get_design,
+                                           hmdb_class_name)
 from dataloaders.synthetic.generator import (GENERATOR_VERSION, MANIFEST_NAME, GenerationSummary,
                                              build_parser, generate, main, read_manifest)
 from dataloaders.synthetic.layout import (LAYOUTS, NUM_SPLITS, SPLIT_FOLDERS, VideoEntry, group_layout,
@@ -60,9 +61,9 @@ from dataloaders.synthetic.render import VideoSpec, pick_fourcc, render_frames, 
 __all__ = [
     "Actor", "CLASS_REGISTRY", "DEFAULT_DESIGN", "DESIGNS", "Design", "GENERATOR_VERSION",
     "GenerationSummary", "LAYOUTS", "MANIFEST_NAME", "MAX_CLASSES", "NUM_SPLITS", "SPLIT_FOLDERS",
-    "SWITCH_CLASSES", "SeparabilityReport", "Stage", "SyntheticDatasetError", "TEMPORAL_CLASSES", "TRAJECTORY_CLASSES",
-    "TemporalClass", "Track", "VideoEntry", "VideoSpec", "build_parser", "class_names", "generate",
-    "get_design", "group_layout", "hmdb_class_name", "hmdb_roles", "main", "pick_fourcc", "plan_videos",
-    "read_manifest", "render_frames", "separability_check", "ucf_roles", "write_split_files",
-    "write_video",
+    "SWITCH_CLASSES", "SeparabilityReport", "Stage", "SyntheticDatasetError", "TEMPORAL_CLASSES",
+    "TRAJECTORY_CLASSES", "TemporalClass", "Track", "VideoEntry", "VideoSpec", "build_parser",
+    "class_names", "generate", "get_design", "group_layout", "hmdb_class_name", "hmdb_roles",
+    "main", "pick_fourcc", "plan_videos", "read_manifest", "render_frames", "separability_check",
+    "ucf_roles", "write_split_files", "write_video",
 ]

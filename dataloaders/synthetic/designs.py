@@ -294,13 +294,15 @@ SWITCH_MOMENT = (0.25, 0.75)  # the switch happens in this part of the video (fr
 _TRACK_FIELDS = ("x", "y", "scale", "angle", "alpha")
 
 
-def _switch(first: TemporalClass, second: TemporalClass) -> Callable[[np.random.Generator, Actor, Stage], Track]:
+def _switch(first: TemporalClass,
+            second: TemporalClass) -> Callable[[np.random.Generator, Actor, Stage], Track]:
     """Motion `first` then `second` or the reverse (one coin), cut at a random frame."""
     def make(rng: np.random.Generator, actor: Actor, stage: Stage) -> Track:
         order = (first, second) if rng.uniform() < 0.5 else (second, first)
         a, b = (cls.make_track(rng, actor, stage) for cls in order)
         cut = int(round(stage.frames * rng.uniform(*SWITCH_MOMENT)))
-        return Track(*(np.concatenate([getattr(a, f)[:cut], getattr(b, f)[cut:]]) for f in _TRACK_FIELDS))
+        return Track(*(np.concatenate([getattr(a, f)[:cut], getattr(b, f)[cut:]])
+                       for f in _TRACK_FIELDS))
     return make
 
 

@@ -213,8 +213,8 @@ def _render_trajectory(spec: VideoSpec) -> Iterator[np.ndarray]:
     grey = np.full(3, clip_rng.uniform(*TRAJECTORY_FOREGROUND))
     background = np.full((stage.height, stage.width, 3), clip_rng.uniform(*TRAJECTORY_BACKGROUND),
                          np.float32)
-    track = get_design(spec.design).classes[spec.class_index].make_track(clip_rng, Actor((0.0, stage.width), size),
-                                                           stage)
+    kind = get_design(spec.design).classes[spec.class_index]
+    track = kind.make_track(clip_rng, Actor((0.0, stage.width), size), stage)
     square = Sprite(SHAPES["square"] / 0.75, grey, size, track)
     for t in range(spec.frames):
         frame = background.copy()
