@@ -143,7 +143,12 @@ launch "diversity-figure" "$PYTHON" "$(entry scripts/temporal_diversity.py)" ran
     --max-videos "$DIVERSITY_VIDEOS" --out-dir "$OUT/diversity_seed$first"
 settle
 
-info "[$(clock)] results: synthetic test split 1, mean ± std over seeds ${SEED_LIST[*]}" \
+# the table covers every seed folder under $OUT, also those of earlier runs with other --seeds
+shown=${SEED_LIST[*]}
+if [[ $DRY_RUN != 1 ]]; then
+    shown=$(cd "$OUT/random" && printf '%s\n' seed* | sed 's/^seed//' | sort -n | tr '\n' ' ')
+fi
+info "[$(clock)] results: synthetic test split 1, mean ± std over seeds ${shown% }" \
      "($(( SECONDS - start )) s in all)"
 run "$PYTHON" "$(entry scripts/summarize_runs.py)" "random init=$OUT/random" "IC only=$OUT/ic_only" \
     "TCLR=$OUT/tclr"

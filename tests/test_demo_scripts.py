@@ -261,3 +261,4 @@ def test_learning_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert all(row.count("\u00b1") == 4 for row in table[2:])  # two seeds: mean +- std everywhere
     assert (tmp_path / "L" / "diversity_seed0" / "similarity_all.png").is_file()
     assert "finished diversity-figure (23 of 23 commands)" in proc.stdout
+    assert "mean ± std over seeds 0 1 (" in proc.stdout  # the seed folders the table covers

@@ -325,6 +325,7 @@ class Design:
     name: str
     summary: str
     classes: tuple[TemporalClass, ...]
+    look: str = "varied"  # "varied": per-group styles and sprites; "square": one plain square
 
     def index(self, kind: str) -> int:
         """Position of class `kind` in this design's class set (stable across --classes)."""
@@ -336,9 +337,10 @@ DESIGNS: dict[str, Design] = {
                      "backgrounds and noise vary within every class (the demo's and the tests' data)",
                      TEMPORAL_CLASSES),
     "trajectory": Design("trajectory", "6 classes that differ only in the path of one square; every "
-                         "video has the same look", TRAJECTORY_CLASSES),
+                         "video has the same look", TRAJECTORY_CLASSES, look="square"),
     "switch": Design("switch", "6 classes: the pair of trajectory motions that a video holds, one "
-                     "after the other in either order (the learning demo's data)", SWITCH_CLASSES),
+                     "after the other in either order (the learning demo's data)", SWITCH_CLASSES,
+                     look="square"),
 }
 DEFAULT_DESIGN = "varied"
 

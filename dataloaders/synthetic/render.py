@@ -181,8 +181,8 @@ class VideoSpec:
 
 def render_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
     """Yield the video's frames, uint8 [H, W, 3] BGR; a pure function of the spec (deterministic)."""
-    if spec.design in ("trajectory", "switch"):
-        yield from _render_trajectory(spec)
+    if get_design(spec.design).look == "square":
+        yield from _render_square(spec)
         return
     stage = Stage(spec.width, spec.height, spec.frames)
     cls = TEMPORAL_CLASSES[spec.class_index]
@@ -203,7 +203,7 @@ def render_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
         yield np.clip(frame, 0.0, 255.0).astype(np.uint8)
 
 
-def _render_trajectory(spec: VideoSpec) -> Iterator[np.ndarray]:
+def _render_square(spec: VideoSpec) -> Iterator[np.ndarray]:
     """Frames of a "trajectory" or "switch" design video: one square, one look for every video.
     [H, W, 3] uint8."""
     stage = Stage(spec.width, spec.height, spec.frames)
