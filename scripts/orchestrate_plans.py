@@ -215,7 +215,7 @@ def split_note(opts: SuiteOptions, trained_on: TrainedOn | None) -> str:
 
     Args:
         trained_on: what the checkpoint records; None when it records nothing (the release's and
-            torchvision's files) or could not be read.
+            torchvision's files), could not be read, or does not exist yet (a dry run).
     """
     if opts.checkpoint == "random":
         return ""
@@ -223,10 +223,11 @@ def split_note(opts: SuiteOptions, trained_on: TrainedOn | None) -> str:
         others = [s for s in opts.splits if s != 1]
         if opts.dataset != "ucf101" or not others:
             return ""
-        return (f"{opts.checkpoint} does not record the data it was pretrained on. If that was "
-                f"UCF101 split 1's train list (what the release's pretraining code reads), the "
-                f"test videos of {_splits(others)} were among its pretraining videos (without "
-                "labels). See docs/reproduce.md, 'Evaluation across splits'.")
+        return (f"the data {opts.checkpoint} was pretrained on is not known here (it records "
+                "none, or is not written yet). If that was UCF101 split 1's train list (what the "
+                f"release's pretraining code reads), the test videos of {_splits(others)} were "
+                "among its pretraining videos (without labels). See docs/reproduce.md, "
+                "'Evaluation across splits'.")
     others = [s for s in opts.splits if s != trained_on.split]
     if trained_on.dataset != opts.dataset or not others:
         return ""

@@ -420,8 +420,8 @@ def test_suite_script_with_equals_options_prints_the_same_plan(tmp_path):
     (("hmdb51", 1, "pretrain"), "1 2 3", None),            # another dataset: nothing seen
     (("kinetics400", 1, "pretrain"), "2", None),
     (None, "1", None),
-    (None, "2 3", "m.pth does not record the data it was pretrained on. If that was UCF101 split "
-                  "1's train list (what the release's pretraining code reads), the test videos of "
+    (None, "2 3", "the data m.pth was pretrained on is not known here (it records none, or is "
+                  "not written yet). If that was UCF101 split 1's train list (what the release's pretraining code reads), the test videos of "
                   "splits 2 and 3 were among its pretraining videos"),
 ])
 def test_split_note(trained, splits, expected):
