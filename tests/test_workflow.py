@@ -421,8 +421,9 @@ def test_suite_script_with_equals_options_prints_the_same_plan(tmp_path):
     (("kinetics400", 1, "pretrain"), "2", None),
     (None, "1", None),
     (None, "2 3", "the data m.pth was pretrained on is not known here (it records none, or is "
-                  "not written yet). If that was UCF101 split 1's train list (what the release's pretraining code reads), the test videos of "
-                  "splits 2 and 3 were among its pretraining videos"),
+                  "not written yet). If that was UCF101 split 1's train list (what the "
+                  "release's pretraining code reads), the test videos of splits 2 and 3 were "
+                  "among its pretraining videos"),
 ])
 def test_split_note(trained, splits, expected):
     orch, opts = suite_of("ucf101", "m.pth", "--splits", splits)
