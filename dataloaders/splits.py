@@ -59,6 +59,42 @@ def _lines(path: str):
                 yield number, text
 
 
+def _split_entry(entry: str, path: str, number: int, class_dir: str | None = None) -> str:
+    """A split entry as a normalised path below the video folder (as ``os.path.normpath`` would
+    have it, but refusing what leaves the class folder or root on the way), so that
+    ``./Class/x.avi`` and ``Class/x.avi`` name one video for labelling, overlap and duplicate checks.
+
+    Args:
+        entry: the entry as written ("<Class>/<file>" for UCF101, "<file>" for HMDB51).
+        path, number: the split file and line, for messages.
+        class_dir: the class folder the entry lives in when the entry does not name it (HMDB51).
+    Returns:
+        "<class folder>/<...>/<file>" with no ".", ".." or empty parts.
+    Raises:
+        DatasetError: an absolute entry, or one whose ".." leaves its class folder or the dataset
+            root (``Shrink/../Expand/x.avi`` would be labelled Shrink but read from Expand).
+    """
+    if entry.startswith(("/", "\\")) or os.path.isabs(entry):
+        raise DatasetError(f"{path}:{number}: entry {entry!r} is an absolute path; split entries "
+                           "are relative to the dataset's video folder ('<Class>/<file>')")
+    parts = [class_dir] if class_dir is not None else []
+    for part in entry.split("/"):
+        if part in ("", "."):
+            continue
+        if part != "..":
+            parts.append(part)
+        elif len(parts) > 1:
+            parts.pop()
+        else:
+            where = "the dataset root" if not parts else f"its class folder {parts[0]!r}"
+            raise DatasetError(f"{path}:{number}: entry {entry!r} leaves {where} with '..'; "
+                               "write the video's own path '<Class>/<file>' in the split file")
+    if len(parts) < 2:
+        raise DatasetError(f"{path}:{number}: entry {entry!r} names no file inside a class "
+                           "folder; expected '<Class>/<file>'")
+    return "/".join(parts)
+
+
 def _check_split(split: int, subset: str, subsets=SUBSETS) -> None:
     if split not in (1, 2, 3):
         raise DatasetError(f"split must be 1, 2 or 3, got {split!r}")
@@ -120,14 +156,15 @@ def ucf101_split(root: str, split: int = 1, subset: str = "train") -> tuple[list
         if len(fields) != expected or "/" not in fields[0]:
             form = "'<Class>/<file>.avi <index>'" if subset == "train" else "'<Class>/<file>.avi'"
             raise DatasetError(f"{path}:{number}: expected {form}, got {text!r}")
-        label = _ucf_class_index(fields[0].split("/")[0], lookup, path, number)
+        entry = _split_entry(fields[0], path, number)
+        label = _ucf_class_index(entry.split("/")[0], lookup, path, number)
         if subset == "train":
             if not fields[1].isdigit():
                 raise DatasetError(f"{path}:{number}: class index {fields[1]!r} is not a number")
             if int(fields[1]) != label + 1:
                 raise DatasetError(f"{path}:{number}: class index {fields[1]} disagrees with "
                                    f"classInd.txt ({classes[label]} is {label + 1})")
-        videos.append((fields[0], label))
+        videos.append((entry, label))
     return videos, classes
 
 
@@ -160,8 +197,9 @@ def hmdb51_split(root: str, split: int = 1, subset: str = "train") -> tuple[list
             fields = text.split()
             if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
                 raise DatasetError(f"{path}:{number}: expected '<file>.avi <0|1|2>', got {text!r}")
+            entry = _split_entry(fields[0], path, number, class_dir=name)
             if fields[1] == _HMDB_IDS[subset]:
-                videos.append((f"{name}/{fields[0]}", label))
+                videos.append((entry, label))
     return videos, classes
 
 
@@ -413,6 +451,9 @@ def check_split_lists(train: list, test: list, what: str) -> list[str]:
         DatasetError: a video is in both lists (an evaluation on it measures memorisation).
     """
     from collections import Counter
+    # the readers already normalise their entries; a list built elsewhere may not have
+    train = [(os.path.normpath(p), y) for p, y in train]
+    test = [(os.path.normpath(p), y) for p, y in test]
     both = sorted({p for p, _ in train} & {p for p, _ in test})
     if both:
         raise DatasetError(f"{what}: {len(both)} videos are listed in both the train and the test "
