@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from atomic_io import write_text
 from confkit.fields import (ConfigError, apply_overrides, flatten_mapping, get_value, is_derived,
                             leaf_fields)
 
@@ -64,14 +65,13 @@ def save_config(cfg: Any, run_dir: str | os.PathLike) -> Path:
 
     Its first line names the config class (read back by :func:`saved_class_name`)."""
     path = Path(run_dir) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
     values = to_dict(cfg)
     header = (f"# Resolved {type(cfg).__name__}. Re-run with: --config {path.name}\n"
               "# Derived fields (recomputed on load, not settable): "
               + ", ".join(n for n, (_p, f, _t) in leaf_fields(type(cfg)).items()
                           if is_derived(f)) + "\n")
-    path.write_text(header + yaml.safe_dump(_strip_derived(cfg, values), sort_keys=False))
-    return path
+    return write_text(path, header + yaml.safe_dump(_strip_derived(cfg, values), sort_keys=False),
+                      "config")
 
 
 def _strip_derived(cfg: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from atomic_io import write_json, write_text
 from config import RetrievalConfig
 from engine import checkpoint as ckpt_io
 from engine import metrics
@@ -253,7 +254,8 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
     ctx.logger.info(f"{subset}: extracted features of {len(videos)} videos x {cfg.num_clips} clips "
                     f"in {time.time() - t0:.1f} s -> {path}")
     if ctx.dist.is_main:
-        ckpt_io.atomic_save({"key": key, "features": features, "labels": labels}, path)
+        ckpt_io.atomic_save({"key": key, "features": features, "labels": labels}, path,
+                            "feature cache")
     barrier()
     return FeatureSet(features, labels, [p for p, _ in videos])
 
@@ -361,7 +363,7 @@ def write_outputs(ctx: RunContext, results: dict, queries: FeatureSet, gallery: 
     if ctx.tb.writer is not None:
         ctx.tb.scalars({k: v for k, v in results.items()
                         if k.startswith("recall@") and not k.endswith("_hits")}, 0, "retrieval/")
-    (ctx.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(ctx.run_dir / "results.json", results)
     for note in results["notes"]:
         ctx.logger.info(f"note: {note}")
     ctx.logger.info(summary_line(results, cfg.ks))
@@ -428,7 +430,7 @@ def write_grid(ctx: RunContext, queries: FeatureSet, gallery: FeatureSet,
                  f"{name(gallery.labels[j])} ({Path(gallery.paths[j]).name})" for j in nbrs]
         query = f"{name(queries.labels[qi])} ({Path(queries.paths[qi]).name})"
         lines.append(f"{row}: {query} -> " + ", ".join(cells))
-    (ctx.run_dir / "retrieval_grid.txt").write_text("\n".join(lines) + "\n")
+    write_text(ctx.run_dir / "retrieval_grid.txt", "\n".join(lines) + "\n", "retrieval grid")
     ctx.logger.info(f"retrieval picture grid ({len(chosen)} queries x top-{k} filmstrips; tick + "
                     f"solid frame = same class, cross + dashed = other class) -> {path}")
     return path
