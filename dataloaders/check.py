@@ -45,7 +45,9 @@ def scan_video(path: str) -> dict:
         result.update(status="unreadable", reason="a directory, not a video file")
         return result
     if not os.path.exists(path):
-        result.update(status="missing", reason="file not found")
+        reason = (f"a dangling symlink to {os.readlink(path)}" if os.path.islink(path)
+                  else "file not found")
+        result.update(status="missing", reason=reason)
         return result
     try:
         info = probe_video(path)

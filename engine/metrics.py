@@ -346,6 +346,9 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ResultsFileError(f"{p} is not valid JSON ({exc}); rerun the job that wrote it, "
                                    "or delete it") from None
+        except OSError as exc:
+            raise ResultsFileError(f"cannot read {p}: {exc.strerror or exc}; fix its permissions "
+                                   "or leave its folder out") from None
         if not isinstance(data, dict):
             raise ResultsFileError(f"{p} holds a JSON {type(data).__name__}, not the object a "
                                    "job writes; rerun the job that wrote it, or delete it")

@@ -34,6 +34,7 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
                            run_job, seed_everything)
 from engine.distributed import all_gather_objects, barrier
 from engine.errors import NonFiniteWeightsError
+from models.weights import check_checkpoint_file
 
 CACHE_VERSION = 2   # 2: keyed by checkpoint content and each video's size and mtime
 
@@ -140,6 +141,7 @@ def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
                                       "checkpoint file (a run's are in its checkpoints/ folder)")
     if not p.is_file():
         raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint}: no such file")
+    check_checkpoint_file(p)   # unreadable, or a JSON/text file: say so before hashing it
     return {"init": "checkpoint", "path": str(p), "sha256": file_sha256(p)}
 
 
@@ -267,7 +269,7 @@ def run(cfg: RetrievalConfig) -> dict:
 
 def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
     from dataloaders.datasets import check_eval_lengths
-    from dataloaders.splits import build_video_list, check_split_lists
+    from dataloaders.splits import build_video_list, check_split_lists, require_classes
     from engine.rundir import check_writable_dir
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
@@ -277,6 +279,7 @@ def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
     for note in check_split_lists(gallery_videos, query_videos,
                                   f"{d.dataset} split {d.split} under {d.data_root}"):
         ctx.logger.warning(note)
+    require_classes(gallery_videos, query_videos, f"{d.dataset} split {d.split} under {d.data_root}")
     check_writable_dir(cache_file(cfg, {"subset": ""}).parent, "--cache-dir")
     lazy = _LazyBackbone(cfg, ctx)
     to_extract = [(subset, videos) for subset, videos in (("train", gallery_videos),
