@@ -39,8 +39,11 @@ def get_logger(name: str = "tclr", run_dir: str | os.PathLike | None = None) -> 
     if run_dir is not None and rank == 0:
         path = str(Path(run_dir) / "log.txt")
         if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in logger.handlers):
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            fh = RunLogFile(path)
+            try:
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                fh = RunLogFile(path)
+            except OSError as exc:
+                raise write_error(path, exc, "log", kept=False) from exc
             fh.setFormatter(logging.Formatter(_FMT))
             logger.addHandler(fh)
     return logger
@@ -126,7 +129,10 @@ class TensorBoard:
         self.writer = None
         if enabled and get_rank() == 0:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(log_dir))
+            try:
+                self.writer = SummaryWriter(log_dir=str(log_dir))
+            except OSError as exc:
+                raise write_error(log_dir, exc, "TensorBoard events", kept=False) from exc
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         if self.writer is None:

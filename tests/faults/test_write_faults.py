@@ -269,6 +269,16 @@ def test_read_only_file_system(read_only_disk):
         ck.atomic_save(_ckpt(1.0), path)
 
 
+def test_log_and_tensorboard_on_read_only_file_system(read_only_disk):
+    from engine.logging import TensorBoard, get_logger
+    run = read_only_disk / "run"
+    with pytest.raises(UserError, match=f"could not write log {run / 'log.txt'}: the file system "
+                                        "is read-only"):
+        get_logger("tclr.read_only_test", run)
+    with pytest.raises(UserError, match="could not write TensorBoard events .*read-only"):
+        TensorBoard(run / "tensorboard")
+
+
 def test_name_too_long(tmp_path):
     path = tmp_path / ("r" * 300 + ".json")
     with pytest.raises(UserError, match="the file name is too long"):
