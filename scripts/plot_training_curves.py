@@ -27,11 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="run folders with a log.jsonl")
     args = parser.parse_args(argv)
+    from engine.logging import JsonlError
     from engine.visualize import write_training_curves
     for run_dir in args.run_dirs:
         try:
             path = write_training_curves(run_dir)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, JsonlError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         done = f"wrote {path}" if path else "no epoch finished yet, nothing drawn"
