@@ -28,7 +28,7 @@ from tqdm import tqdm
 from config import ConfigError, RetrievalConfig
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader, run_job,
                            seed_everything)
-from engine.rundir import file_sha256
+from engine.rundir import checkpoint_recipe, file_sha256
 
 RANDOM_INIT = "random"  # command-line word for a randomly initialised backbone
 RESULTS_FILE = "temporal_diversity.json"
@@ -255,7 +255,8 @@ def run(cfg: RetrievalConfig, checkpoints: Sequence[str], max_videos: int = 0) -
             {"label": label, "checkpoint": name, "matrix": acc.result().tolist(),
              "mean_offdiag": mean_off_diagonal(acc.result()), "num_videos": acc.num_videos,
              "init": backbones[label][1],
-             "checkpoint_sha256": "random" if name == RANDOM_INIT else file_sha256(name)}
+             "checkpoint_sha256": "random" if name == RANDOM_INIT else file_sha256(name),
+             "checkpoint_recipe": None if name == RANDOM_INIT else checkpoint_recipe(name)}
             for (label, acc), name in zip(sims.items(), checkpoints)
         ]
         document = {"protocol": _protocol(cfg, len(loader.dataset)), "checkpoints": entries}

@@ -1,5 +1,25 @@
-"""Run-folder ownership: what is checked before a job writes anything, the lock that keeps a second
-job out of a folder in use, and the files a job writes only once its start-up has succeeded.
+"""Run folders: the whole lifecycle of the folder a job writes, in one place (:class:`RunFolder`,
+which engine.common.setup_run / run_job use for all five jobs: pretraining, linear, finetuning,
+retrieval, temporal diversity).
+
+Claim. Before anything is written: --out-dir must be a folder this user can write (check_out_dir);
+a lock keeps a second job out of a folder in use (RunLock); and the ownership rule holds
+(check_ownership): a job never writes into the run folder of a checkpoint it reads, never into a
+folder that holds another job's outputs (run.json says which job made a folder; a folder from
+before run.json is recognised by its files), and into its own earlier outputs only with --resume
+(pretraining) or --overwrite true.
+
+What made it. Once start-up succeeded, ``run.json`` beside config.yaml records the job, the time,
+the command, the config digest, the checkpoints read (sha256, or "random" and the seed), the split
+files' digests, the git revision and the run's status (running, finished, failed, interrupted).
+results.json carries the same provenance (:func:`provenance`), which the evaluation suite compares
+before reusing a result.
+
+Replace. --overwrite true moves the earlier outputs (OUTPUT_PATTERNS; log.txt and the retrieval
+feature cache stay) into ``.overwritten-<time>/`` and deletes them only after the new run saved its
+first checkpoint or result; a run that fails before that (error, Ctrl-C, SIGTERM) has its partial
+outputs deleted and the earlier ones put back. A SIGKILL in between leaves ``.overwritten-*``, which
+the next job in that folder names.
 
 A job's start-up (configuration, dataset lists, checkpoints to load or resume) can fail on a user
 mistake. Until it has succeeded the job writes nothing into its run folder: a failed start leaves an
@@ -365,7 +385,10 @@ def protocol_config(cfg: Any) -> dict:
     results with equal protocol configs, checkpoints, seeds and split files are the same
     measurement."""
     import config as config_mod
-    values = config_mod.to_dict(cfg)
+    return _protocol_values(config_mod.to_dict(cfg))
+
+
+def _protocol_values(values: dict) -> dict:
     out = {k: v for k, v in values.items() if k not in _NOT_PROTOCOL and k != "data"}
     out["data"] = {k: v for k, v in values.get("data", {}).items() if k not in _NOT_PROTOCOL_DATA}
     return json.loads(json.dumps(out, sort_keys=True, default=str))
@@ -390,23 +413,58 @@ def provenance(cfg: Any, checkpoint: str | None = None) -> dict:
     """What a result depends on: the checkpoint's sha256 (or "random" and the seed), the seed,
     the protocol config (and its sha256) and the split files' digests. results.json carries it;
     the evaluation suite reuses a result only when it is equal to the planned run's."""
-    import hashlib
     checkpoint = getattr(cfg, "checkpoint", "") if checkpoint is None else checkpoint
     protocol = protocol_config(cfg)
+    real = bool(checkpoint) and checkpoint != "random"
     return {
-        "checkpoint_sha256": (file_sha256(checkpoint) if checkpoint and checkpoint != "random"
-                              else "random"),
+        "checkpoint_sha256": file_sha256(checkpoint) if real else "random",
+        "checkpoint_recipe": checkpoint_recipe(checkpoint) if real else None,
         "seed": cfg.seed,
-        "config_sha256": hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest(),
+        "config_sha256": _digest(protocol),
         "config": protocol,
         "split_files": split_file_digests(cfg.data),
     }
 
 
+def _digest(values: Any) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+_RECIPES: dict[str, dict | None] = {}
+
+
+def checkpoint_recipe(checkpoint: str) -> dict | None:
+    """How one of this project's checkpoints was trained: its job ("pretrain", "classifier"),
+    the digest of its training config without the seed and the run-only settings, and its seed;
+    None for other files (the release's, torchvision's). Two checkpoints with one recipe and
+    different seeds are seed replicates: their results may be averaged as seeds."""
+    from models.weights import CheckpointError
+    sha = file_sha256(checkpoint)
+    if sha not in _RECIPES:
+        from engine.checkpoint import load_checkpoint
+        try:
+            ckpt = load_checkpoint(checkpoint)
+        except CheckpointError:
+            _RECIPES[sha] = None
+        else:
+            values = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+            _RECIPES[sha] = {"kind": ckpt.get("meta", {}).get("kind"),
+                             "config_sha256": _digest(_protocol_values(values)),
+                             "seed": values.get("seed")}
+    return _RECIPES[sha]
+
+
 def provenance_differences(a: dict, b: dict, ignore: tuple[str, ...] = ("seed",)) -> list[str]:
-    """What differs between two provenance records, as 'key: A vs B' texts (config keys by name)."""
+    """What differs between two provenance records, as 'key: A vs B' texts (config keys by name).
+    With "seed" ignored, two checkpoints of one recipe (checkpoint_recipe) that differ only in
+    their seed count as the same: seed replicates of pretraining and evaluation."""
     out = []
     for key in ("checkpoint_sha256", "seed", "split_files"):
+        if key == "checkpoint_sha256" and "seed" in ignore and a.get(key) != b.get(key):
+            ra, rb = a.get("checkpoint_recipe"), b.get("checkpoint_recipe")
+            if ra and rb and {**ra, "seed": None} == {**rb, "seed": None}:
+                continue
         if key not in ignore and a.get(key) != b.get(key):
             out.append(f"{key}: {_short(a.get(key))} vs {_short(b.get(key))}")
     ca, cb = a.get("config") or {}, b.get("config") or {}

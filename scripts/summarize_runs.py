@@ -37,13 +37,20 @@ def diversity_results(folder: Path) -> list[dict]:
     not one initialisation's value; skipped)."""
     out = []
     for path in sorted(folder.rglob(DIVERSITY_FILE)):
-        entries = json.loads(path.read_text())["checkpoints"]
+        document = json.loads(path.read_text())
+        entries = document["checkpoints"]
         if len(entries) == 1:
             entry = entries[0]
-            out.append({"job": "temporal_diversity", "mean_offdiag": entry["mean_offdiag"],
-                        "init": "random" if entry.get("checkpoint") == "random" else "checkpoint",
-                        "checkpoint": entry.get("checkpoint_sha256", entry.get("checkpoint")),
-                        "run_dir": str(path.parent)})
+            result = {"job": "temporal_diversity", "mean_offdiag": entry["mean_offdiag"],
+                      "init": "random" if entry.get("checkpoint") == "random" else "checkpoint",
+                      "checkpoint": entry.get("checkpoint"), "run_dir": str(path.parent)}
+            if "checkpoint_sha256" in entry:     # written since the documents carry digests
+                protocol = {k: v for k, v in document.get("protocol", {}).items()
+                            if k not in ("seed", "data_root")}
+                result["provenance"] = {"checkpoint_sha256": entry["checkpoint_sha256"],
+                                        "checkpoint_recipe": entry.get("checkpoint_recipe"),
+                                        "config": protocol}
+            out.append(result)
     return out
 
 

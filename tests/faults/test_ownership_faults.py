@@ -224,6 +224,23 @@ def test_summarize_refuses_to_average_random_init_with_a_checkpoint(tmp_path, ca
     _fake_result(tmp_path / "seeds" / "s1", top1=30.0, seed=1, protocol="linear probe; seed 1")
     assert summarize_runs.main([f"random={tmp_path / 'seeds'}"]) == 0
     assert "| random | 25.0 ± 7.1 |" in capsys.readouterr().out
+    # seed replicates of pretraining + evaluation: other checkpoints of one recipe still average,
+    # checkpoints of two recipes (another lr) do not
+    recipe = {"kind": "pretrain", "config_sha256": "c" * 64}
+    prov = {"config": {"lr": 0.01}, "split_files": {}}
+    for seed, sha in ((0, "a"), (1, "b")):
+        _fake_result(tmp_path / "ic" / f"s{seed}", seed=seed, init="checkpoint",
+                     checkpoint=f"pre_seed{seed}/checkpoints/latest.pth",
+                     protocol=f"linear probe; seed {seed}",
+                     provenance={**prov, "seed": seed, "checkpoint_sha256": sha * 64,
+                                 "checkpoint_recipe": {**recipe, "seed": seed}})
+    assert summarize_runs.main([f"IC={tmp_path / 'ic'}"]) == 0
+    capsys.readouterr()
+    other = json.loads((tmp_path / "ic" / "s1" / "results.json").read_text())
+    other["provenance"]["checkpoint_recipe"]["config_sha256"] = "d" * 64
+    (tmp_path / "ic" / "s1" / "results.json").write_text(json.dumps(other))
+    assert summarize_runs.main([f"IC={tmp_path / 'ic'}"]) == 2
+    assert "checkpoint_sha256" in capsys.readouterr().err
 
 
 def test_make_tables_refuses_one_path_that_held_two_checkpoints(tmp_path, capsys):
