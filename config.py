@@ -117,6 +117,9 @@ class RunConfig:
                                          "for smoke tests and demos")
     log_every_steps: int = option(10, "TensorBoard scalar interval in steps")
     progress: bool = option(True, "show tqdm progress bars on rank 0")
+    overwrite: bool = option(False, "replace the earlier run of this job in out_dir instead of "
+                                    "refusing to start; its outputs are kept aside until the new "
+                                    "run saved its first result, and put back if it fails first")
     dist_timeout_s: float = option(600.0, "multi-process runs: seconds a process waits for the "
                                           "others in a collective; a dead or hung peer then ends "
                                           "the job with an error instead of a hang")
@@ -158,8 +161,13 @@ class PretrainConfig(RunConfig):
                                           "memory)")
     resume: str = option("", "'auto' (latest checkpoint in out_dir if any) or a checkpoint path")
     overwrite: bool = option(False, "replace the earlier run in out_dir (its checkpoints, logs and "
-                                    "config) instead of refusing to start; --resume continues it "
-                                    "instead")
+                                    "config; kept aside until the new run saved its first "
+                                    "checkpoint) instead of refusing to start; --resume continues "
+                                    "it instead")
+    allow_config_change: bool = option(False, "--resume: accept a checkpoint trained with another "
+                                              "batch_size, clip_len, sparse_stride or resolution "
+                                              "(the resumed run is then not the continuation of "
+                                              "the same training)")
     save_every_epochs: int = option(5, "also keep checkpoints/epoch_NNNN.pth every N epochs (0 = "
                                        "never)")
     save_every_steps: int = option(0, "also refresh checkpoints/latest.pth every N steps (0 = per "

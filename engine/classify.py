@@ -332,6 +332,7 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
             ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "latest.pth")
             if improved:
                 ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "best.pth")
+            ctx.result_saved()
         if lr_too_low:
             stopped_because = "min_lr"
             ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} (epoch {epoch + 1}: {lr:.1e}) fell "

@@ -56,7 +56,7 @@ def _report(line: str) -> None:
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call ``main(argv)``; turn the project's user errors into ``error: ...`` and exit code 2,
-    Ctrl-C into one ``interrupted: ...`` line and exit code 130 (no traceback in either case).
+    Ctrl-C into one ``interrupted: ...`` line and exit code 130 (SIGTERM during a job: 143) (no traceback in either case).
     engine.common.run_job has already written the same line into the run's log.txt."""
     try:
         code = main(argv)
@@ -65,7 +65,7 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         sys.exit(2)
     except JobInterrupted as exc:
         _report(final_line(exc))
-        sys.exit(130)
+        sys.exit(exc.status)
     except KeyboardInterrupt:
         _report("interrupted: stopped by Ctrl-C before the job started; nothing was written")
         sys.exit(130)

@@ -113,6 +113,61 @@ class JsonlLog:
             return
         append_text(self.path, json.dumps(record, default=_json_default) + "\n", "log")
 
+    def truncate(self, keep=lambda record: True) -> str:
+        """Before a resumed run appends: cut the file to its complete records that ``keep``
+        accepts (a last line cut by a kill, the records of epochs after the resumed checkpoint
+        are dropped). Returns what was dropped, in words ("" when nothing)."""
+        if not self.enabled or not self.path.is_file():
+            return ""
+        records, cut = read_jsonl(self.path, warn=None)
+        kept = [r for r in records if keep(r)]
+        parts = ([f"a cut last line ({cut})"] if cut else []) + (
+            [f"{len(records) - len(kept)} record(s) of later epochs"]
+            if len(kept) < len(records) else [])
+        if parts:
+            text = "".join(json.dumps(r, default=_json_default) + "\n" for r in kept)
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            tmp.write_text(text)
+            os.replace(tmp, self.path)
+        return " and ".join(parts)
+
+
+class JsonlError(ValueError):
+    """A log.jsonl line other than the last is not JSON (the file was edited or damaged)."""
+
+
+def read_jsonl(path: str | os.PathLike, warn=print) -> tuple[list[dict], str]:
+    """The records of a JSON-lines log, tolerating a cut last line (a run killed mid-write).
+
+    Args:
+        warn: called with one sentence when the last line is cut and ignored (None: silent).
+    Returns:
+        (records, the cut line shortened, "" when none).
+    Raises:
+        JsonlError: a line before the last is not a JSON object (names the file and line).
+    """
+    path = Path(path)
+    lines = path.read_text(errors="replace").split("\n")
+    records: list[dict] = []
+    cut = ""
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    for position, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if position == len(numbered) - 1:
+                cut = line[:60] + ("..." if len(line) > 60 else "")
+                if warn is not None:
+                    warn(f"warning: {path}: the last line ({number}) is cut (a run killed while "
+                         "writing it?); ignored")
+                break
+            raise JsonlError(f"{path} line {number} is not a JSON record: {line[:80]!r}; fix or "
+                             "delete that line") from None
+        records.append(record)
+    return records, cut
+
 
 def _json_default(obj: Any):
     if isinstance(obj, torch.Tensor):

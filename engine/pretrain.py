@@ -104,7 +104,8 @@ def resume_path(cfg: PretrainConfig) -> Path | None:
     if not cfg.resume:
         return None
     if cfg.resume == "auto":
-        return ckpt_io.latest_checkpoint(cfg.out_dir)
+        from engine.rundir import auto_resume_checkpoint
+        return auto_resume_checkpoint(Path(cfg.out_dir))
     path = Path(cfg.resume)
     if path.is_dir():
         raise ckpt_io.CheckpointError(f"--resume {cfg.resume} is a directory; pass a checkpoint "
@@ -117,8 +118,22 @@ def resume_path(cfg: PretrainConfig) -> Path | None:
 def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig,
             rank: int, logger=None) -> TrainState:
     """Load a pretraining checkpoint into model/optimizer/scaler; return the training state.
-    With a ``logger``, warn when the checkpoint was trained on other data (warn_other_data)."""
-    ckpt = ckpt_io.load_checkpoint(path)
+    With a ``logger``, warn when the checkpoint was trained on other data (warn_other_data).
+
+    Raises:
+        CheckpointError: unreadable, not a pretraining checkpoint, another backbone or width,
+            another batch size / clip length / stride / resolution without
+            --allow-config-change, or weights / optimizer state that are already non-finite
+            (the message points to an earlier checkpoint).
+    """
+    try:
+        ckpt = ckpt_io.load_checkpoint(path)
+    except ckpt_io.CheckpointError as exc:
+        if cfg.resume != "auto":
+            raise
+        from engine.rundir import unusable_latest
+        raise ckpt_io.CheckpointError(unusable_latest(Path(cfg.out_dir),
+                                                      f"{path} cannot be read ({exc})")) from None
     meta = ckpt.get("meta", {})
     if meta.get("kind") != "pretrain":
         raise ckpt_io.CheckpointError(f"{path} is a {meta.get('kind')!r} checkpoint, not a "
@@ -128,6 +143,8 @@ def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig
             raise ckpt_io.CheckpointError(
                 f"{path} was written with {key}={meta.get(key)!r} but this run has "
                 f"{key}={getattr(cfg, key)!r}; pass the same --{key} or another --out-dir")
+    check_same_training(path, ckpt.get("config", {}), cfg)
+    check_finite_state(path, ckpt, cfg)
     if logger is not None:
         warn_other_data(path, ckpt.get("config", {}), cfg, logger)
     unwrap(model).load_state_dict(ckpt["model"], strict=True)
@@ -137,6 +154,54 @@ def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig
     if rank < len(rngs):
         ckpt_io.set_rng_state(rngs[rank])
     return TrainState.from_state_dict(ckpt["train_state"])
+
+
+# Settings a resumed run must share with its checkpoint to be the same training: another value
+# changes what a step computes (the loss terms' clips, the batch's negatives).
+RESUME_FIXED = (("batch_size", None), ("clip_len", "data"), ("sparse_stride", "data"),
+                ("resolution", "data"))
+
+
+def check_same_training(path: Path, saved_config: dict, cfg: PretrainConfig) -> None:
+    """Refuse to resume with another batch size, clip length, sparse stride or resolution
+    than the checkpoint's, unless --allow-config-change true."""
+    if cfg.allow_config_change:
+        return
+    differ = []
+    for key, section in RESUME_FIXED:
+        saved = (saved_config.get(section, {}) if section else saved_config).get(key)
+        now = getattr(cfg.data if section else cfg, key)
+        if saved is not None and saved != now:
+            differ.append(f"{key} {saved} -> {now}")
+    if differ:
+        flags = " ".join(f"--{d.split()[0].replace('_', '-')} {d.split()[1]}" for d in differ)
+        raise ckpt_io.CheckpointError(
+            f"--resume {path}: the checkpoint was trained with other settings ({', '.join(differ)})"
+            f"; pass the checkpoint's values ({flags}) to continue the same training, or "
+            "--allow-config-change true to go on with the new ones")
+
+
+def check_finite_state(path: Path, ckpt: dict, cfg: PretrainConfig) -> None:
+    """A checkpoint whose weights or optimizer state already hold NaN/inf cannot be continued:
+    a lower --lr would not help. Name an earlier checkpoint instead."""
+    bad, _ = ckpt_io.nonfinite_tensors(ckpt.get("model", {}))
+    opt_state = ckpt.get("optimizer", {}).get("state", {})
+    for index, entry in opt_state.items():
+        bad += [f"optimizer state {index}.{k}" for k, v in entry.items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    folder = Path(path).parent
+    earlier = sorted((p for p in folder.glob("*.pth") if p.resolve() != Path(path).resolve()),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    hint = (f"resume from an earlier one, e.g. --resume {earlier[0]} (present: "
+            f"{', '.join(p.name for p in earlier)})" if earlier
+            else "no other checkpoint is in its folder: start again with --overwrite true")
+    raise ckpt_io.CheckpointError(
+        f"--resume {path}: the checkpoint itself is bad: {len(bad)} tensor(s) hold NaN or inf "
+        f"(first {bad[0]!r}), so the run cannot continue from it (a lower --lr would not help); "
+        f"{hint}")
 
 
 def warn_other_data(path: Path, saved_config: dict, cfg: PretrainConfig, logger) -> None:
@@ -363,8 +428,6 @@ def run(cfg: PretrainConfig) -> dict:
 
 
 def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
-    from engine.rundir import refuse_earlier_run
-    refuse_earlier_run(ctx.run_dir, cfg.resume, cfg.overwrite)
     loader, sampler, n_videos, n_classes = _build_data(cfg, ctx)
     model, plain = prepare_model(cfg, ctx.device, ctx.dist.distributed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -376,6 +439,11 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
         ctx.logger.info(f"resumed from {start}: {state.epoch} epochs and {state.step_in_epoch} "
                         f"steps of epoch {state.epoch + 1} done, global step {state.global_step}")
     ctx.commit()   # start-up succeeded: from here on the run folder is written
+    if start is not None and ctx.dist.is_main:
+        dropped = ctx.jsonl.truncate(keep=lambda r: r.get("epoch", -1) < state.epoch)
+        if dropped:
+            ctx.logger.warning(f"{ctx.jsonl.path}: dropped {dropped} (a record cut by a kill, or "
+                               f"epochs after the resumed checkpoint's) before appending")
     ctx.logger.info(f"{n_videos} training videos in {n_classes} classes; "
                     f"{steps_text(len(loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} "
                     f"videos ({cfg.per_device_batch} per process), {cfg.epochs} epochs; "
@@ -388,6 +456,7 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
             ckpt = make_checkpoint(model, optimizer, scaler, state, cfg, rngs)
             for name in names:
                 ckpt_io.atomic_save(ckpt, ckpt_dir / name)
+            ctx.result_saved()
 
     stop = StopFlag()
     stop.install()

@@ -35,6 +35,7 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
 from engine.distributed import all_gather_objects, barrier
 from engine.errors import NonFiniteWeightsError
 from models.weights import check_checkpoint_file
+from engine.rundir import file_sha256, provenance
 
 CACHE_VERSION = 2   # 2: keyed by checkpoint content and each video's size and mtime
 
@@ -113,22 +114,6 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
 # --------------------------------------------------------------------------------------------
 # Feature cache
 # --------------------------------------------------------------------------------------------
-
-_DIGESTS: dict[tuple, str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's content (memoised per path, size and mtime within this process)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
-
 
 def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
     """What identifies the weights: the checkpoint file's content (sha256; a file rewritten in
@@ -332,6 +317,8 @@ def build_results(cfg: RetrievalConfig, recalls: dict[int, float], queries: Feat
         "feature_dim": int(queries.features.shape[1]),
         "features_from_cache": bool(queries.from_cache and gallery.from_cache),
         "notes": notes,
+        # what made this result: checkpoint sha256 / "random", seed, protocol config, split files
+        "provenance": provenance(cfg),
     })
     return results
 

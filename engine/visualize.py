@@ -16,7 +16,6 @@ one as PNG and, given a TensorBoard writer, also sends it there with ``add_figur
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -303,15 +302,20 @@ def similarity_figure(matrices: Mapping[str, np.ndarray], means: Mapping[str, fl
 # --------------------------------------------------------------------------------------------
 
 def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The per-epoch records of ``<run_dir>/log.jsonl`` (final-result records left out).
+    """The per-epoch records of ``<run_dir>/log.jsonl`` (final-result records left out); a last
+    line cut by a kill is ignored with a warning on stderr.
 
     Raises:
         FileNotFoundError: naming the file when the run folder has no log.
+        engine.logging.JsonlError: a line before the last is not JSON.
     """
+    import sys
+
+    from engine.logging import read_jsonl
     path = Path(run_dir) / "log.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {path}")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, _cut = read_jsonl(path, warn=lambda text: print(text, file=sys.stderr))
     return [r for r in records if "epoch" in r and not r.get("final")]
 
 

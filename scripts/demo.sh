@@ -38,10 +38,11 @@ CKPT=$OUT/pretrain/checkpoints/latest.pth
 for init in random tclr; do
     if [[ $init == tclr ]]; then INIT=(--checkpoint "$CKPT"); else INIT=(); fi
     info "2/4 nearest-neighbour retrieval, $init backbone"
-    run "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" "${INIT[@]}" \
+    run "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" "${INIT[@]}" --overwrite true \
         --out-dir "$OUT/$init/retrieval"
     info "3/4 linear probe, $init backbone ($LINEAR_EPOCHS epochs)"
-    run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "${INIT[@]}" --epochs "$LINEAR_EPOCHS" \
+    run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "${INIT[@]}" --overwrite true \
+        --epochs "$LINEAR_EPOCHS" \
         --preset demo_linear --out-dir "$OUT/$init/linear"
 done
 info "4/4 results (synthetic test split 1; $(( SECONDS - start )) s in all)"

@@ -17,7 +17,8 @@
 # DATA (dataset folder, data/synthetic_$DESIGN, generated on first use). JOBS (2) commands run
 # side by side, one thread each (OMP_NUM_THREADS=1, which on a loaded machine is also several times
 # faster per process than two threads); each writes its log to DIR/logs/. Finished pretraining
-# runs are reused on a re-run. Everything lands in --out (default runs/learning_demo).
+# runs are reused on a re-run; the evaluations run again (--overwrite true: the earlier results
+# stay until the new ones are saved). Everything lands in --out (default runs/learning_demo).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
@@ -127,13 +128,14 @@ for seed in "${SEED_LIST[@]}"; do
         if [[ $init == random ]]; then CKPT=random INIT=(); else
             CKPT=$OUT/pretrain/${init}_seed$seed/checkpoints/latest.pth INIT=(--checkpoint "$CKPT"); fi
         launch "$init-seed$seed-retrieval" "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" \
-            --seed "$seed" "${INIT[@]}" --num-clips "$EVAL_CLIPS" --out-dir "$dir/retrieval"
+            --seed "$seed" "${INIT[@]}" --num-clips "$EVAL_CLIPS" --overwrite true \
+            --out-dir "$dir/retrieval"
         launch "$init-seed$seed-linear" "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" \
             --seed "$seed" "${INIT[@]}" --epochs "$LINEAR_EPOCHS" "${DEMO_LINEAR_ARGS[@]}" \
-            --out-dir "$dir/linear"
+            --overwrite true --out-dir "$dir/linear"
         launch "$init-seed$seed-diversity" "$PYTHON" "$(entry scripts/temporal_diversity.py)" \
             "$CKPT" "${COMMON[@]}" --seed "$seed" --num-clips "$EVAL_CLIPS" --max-videos "$DIVERSITY_VIDEOS" \
-            --out-dir "$dir/diversity"
+            --overwrite true --out-dir "$dir/diversity"
     done
 done
 first=${SEED_LIST[0]}
@@ -141,7 +143,7 @@ launch "diversity-figure" "$PYTHON" "$(entry scripts/temporal_diversity.py)" ran
     "$OUT/pretrain/ic_only_seed$first/checkpoints/latest.pth" \
     "$OUT/pretrain/tclr_seed$first/checkpoints/latest.pth" "${COMMON[@]}" --seed "$first" \
     --num-clips "$EVAL_CLIPS" \
-    --max-videos "$DIVERSITY_VIDEOS" --out-dir "$OUT/diversity_seed$first"
+    --max-videos "$DIVERSITY_VIDEOS" --overwrite true --out-dir "$OUT/diversity_seed$first"
 settle
 
 # the table covers every seed folder under $OUT, also those of earlier runs with other --seeds

@@ -153,9 +153,14 @@ def test_retrieval_curve_labels_steps_and_reuses_finished_points(tmp_path, capsy
     for epoch, step in ((3, 36), (6, 72)):
         ckpt_io.atomic_save({"format": ckpt_io.FORMAT, "step": step, "model": {"w": torch.zeros(1)}},
                             ckpts / f"epoch_{epoch:04d}.pth")
+    opts = orch.parse_curve_args([str(tmp_path / "run")], env={})
     done = tmp_path / "run" / "curve" / "random" / "retrieval"
     done.mkdir(parents=True)
-    (done / "results.json").write_text(json.dumps({"job": "retrieval", "recall@1": 20.0}))
+    # finished by the same command: reused (its provenance matches the planned run's)
+    made = orch.planned_provenance(
+        "retrieval", orch.curve_points(opts, orch.Tools(python="python", cwd=ROOT))[0].argv)
+    (done / "results.json").write_text(json.dumps({"job": "retrieval", "recall@1": 20.0,
+                                                   "provenance": made}))
     ran = []
 
     class Recording(orch.Runner):
@@ -163,7 +168,6 @@ def test_retrieval_curve_labels_steps_and_reuses_finished_points(tmp_path, capsy
             ran.append(argv)
             return 0
 
-    opts = orch.parse_curve_args([str(tmp_path / "run")], env={})
     assert orch.run_curve(opts, orch.Tools(python="python", cwd=ROOT), Recording(False)) == 0
     curve = f"{tmp_path}/run/curve"
     assert [argv[1] for argv in ran] == ["nn_retrieval.py", "nn_retrieval.py",

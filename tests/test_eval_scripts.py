@@ -214,7 +214,9 @@ def test_retrieval_end_to_end_and_cache(tiny_ucf, tmp_path, monkeypatch, pretrai
     def no_forward(*_args, **_kwargs):
         raise AssertionError("features were recomputed instead of read from the cache")
     monkeypatch.setattr(retrieval, "extract_features", no_forward)
-    assert nn_retrieval.main(args + ["--ks", "1,2", "--num-grid-queries", "0"]) == 0
+    # (the same job into its own folder again: --overwrite true)
+    assert nn_retrieval.main(args + ["--ks", "1,2", "--num-grid-queries", "0",
+                                     "--overwrite", "true"]) == 0
     again = read_results(out)
     assert again["recall@1"] == res["recall@1"] and "recall@2" in again
     assert again["features_from_cache"] is True

@@ -109,8 +109,9 @@ def test_ctrl_c_during_retrieval(tiny_ucf, tmp_path, monkeypatch):
     (cached,) = (out / "features").glob("train-*.pt")
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("interrupted:")]
     assert f"kept in {out}:" in line and f"features/{cached.name}" in line
+    assert "rerun the same command with --overwrite true" in line
     monkeypatch.setattr(retrieval, "video_features", real)
-    rerun = run_script("nn_retrieval.py", *args)
+    rerun = run_script("nn_retrieval.py", *args, "--overwrite", "true")
     assert rerun.returncode == 0 and "train: reusing cached features" in rerun.output
 
 
