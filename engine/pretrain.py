@@ -444,6 +444,10 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
         if dropped:
             ctx.logger.warning(f"{ctx.jsonl.path}: dropped {dropped} (a record cut by a kill, or "
                                f"epochs after the resumed checkpoint's) before appending")
+    # From here a signal stops the run after a step, with a checkpoint: installed before the log
+    # line that announces training, so a Ctrl-C that follows that line is never a KeyboardInterrupt
+    stop = StopFlag()
+    stop.install()
     ctx.logger.info(f"{n_videos} training videos in {n_classes} classes; "
                     f"{steps_text(len(loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} "
                     f"videos ({cfg.per_device_batch} per process), {cfg.epochs} epochs; "
@@ -458,8 +462,6 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
                 ckpt_io.atomic_save(ckpt, ckpt_dir / name)
             ctx.result_saved()
 
-    stop = StopFlag()
-    stop.install()
     try:
         while state.epoch < cfg.epochs:
             sampler.set_epoch(state.epoch)
