@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -359,7 +360,8 @@ def _run(cfg: ExtractConfig, ctx: RunContext) -> dict:
                        (meta or {}).get("runs", []), cfg.dtype)
         if aside is not None:
             shutil.rmtree(aside)
-        rate = len(todo) / max(time.time() - t0, 1e-9)
+        result.update(computed=len(todo), seconds=time.time() - t0)   # compute and merge
+        rate = len(todo) / max(result["seconds"], 1e-9)
         ctx.logger.info(f"features of {result['num_videos']} videos -> {folder / FEATURES_NAME} "
                         f"{tuple(result['shape'])}: {len(todo)} computed ({rate:.2f} videos/s), "
                         f"{result['num_failed']} could not be decoded (index.csv says why)")
@@ -371,7 +373,9 @@ def command_line() -> str:
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
+@functools.lru_cache(maxsize=1)
 def _provenance() -> dict[str, Any]:
+    """Versions and code revision (once per process: the git call costs a subprocess)."""
     import cv2
     import torchvision
 

@@ -189,10 +189,19 @@ def require_finite_features(features: torch.Tensor, cfg: RetrievalConfig, what: 
                                     f"inf features from {source}; nothing was reported")
 
 
+def feature_loader(cfg: RetrievalConfig, ctx: RunContext, videos: list):
+    """The loader of retrieval's feature pass over ``videos``: the protocol's clips, this
+    process's DistributedSampler shard, ``per_device_batch`` videos per batch."""
+    from dataloaders import batching
+    dataset = FeatureProtocol.from_config(cfg).dataset(videos)
+    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False,
+                            collate_fn=batching.collate_multiclip, batch_size=cfg.per_device_batch)
+    return loader
+
+
 def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, subset: str,
                     videos: list) -> FeatureSet:
     """Features of one subset, from the cache when its key matches, else computed and cached."""
-    from dataloaders import batching
     key = cache_key(cfg, subset, videos, ctx.device)
     path = cache_file(cfg, key)
     cached = load_cached(path, key)
@@ -200,12 +209,9 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
         require_finite_features(cached[0], cfg, f"{subset} features cached in {path}")
         ctx.logger.info(f"{subset}: reusing cached features {path}: {why_valid(key)}")
         return FeatureSet(cached[0], cached[1], [p for p, _ in videos], from_cache=True)
-    protocol = FeatureProtocol.from_config(cfg)
-    dataset = protocol.dataset(videos)
-    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False,
-                            collate_fn=batching.collate_multiclip, batch_size=cfg.per_device_batch)
     t0 = time.time()
-    features, labels = extract_features(ctx, lazy.get(), loader, f"features {subset}", protocol)
+    features, labels = extract_features(ctx, lazy.get(), feature_loader(cfg, ctx, videos),
+                                        f"features {subset}")
     require_finite_features(features, cfg, f"{subset} features")
     ctx.logger.info(f"{subset}: extracted features of {len(videos)} videos x {cfg.num_clips} clips "
                     f"in {time.time() - t0:.1f} s -> {path}")
