@@ -15,9 +15,9 @@ Both at the retrieval protocol's settings (9 clips of 16 frames at stride 2, cen
                 video listing to features.npy, index.csv and meta.json (shards included)
   extract_pass  the same job's compute-and-merge phase only (its result's "seconds")
 
-Videos per second (higher is better); the methods run in interleaved rounds (the best of
---rounds is printed) so that load changes on a shared machine hit them alike, after one warm-up
-video each. The features of the two are checked equal. The last line is a JSON object.
+Videos per second (higher is better); the methods run in interleaved rounds, first one then the
+other first (the best of --rounds is printed), so that load changes on a shared machine hit them
+alike, after one warm-up video each. The features of the two are checked equal. The last line is a JSON object.
 """
 
 from __future__ import annotations
@@ -145,10 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
         retrieval_pass(args, [str(p) for p in sorted(warm.glob("*.avi"))], 0)   # warm-up
         extract_job(args, warm, work / "warm_out", 0)
         best: dict[str, float] = {}
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             for workers in args.worker_counts:
-                r_sec, r_feat = retrieval_pass(args, videos, workers)
-                e_sec, e_pass, e_feat = extract_job(args, folder, work / "out", workers)
+                if round_ % 2 == 0:              # ABBA order: a trend in the load hits both alike
+                    r_sec, r_feat = retrieval_pass(args, videos, workers)
+                    e_sec, e_pass, e_feat = extract_job(args, folder, work / "out", workers)
+                else:
+                    e_sec, e_pass, e_feat = extract_job(args, folder, work / "out", workers)
+                    r_sec, r_feat = retrieval_pass(args, videos, workers)
                 if not np.allclose(r_feat.numpy(), e_feat, atol=1e-5, rtol=0):
                     raise AssertionError("extract_features.py and nn_retrieval.py features differ")
                 for name, sec in (("retrieval", r_sec), ("extract", e_sec),
