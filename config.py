@@ -39,6 +39,11 @@ BACKBONE_NAMES = ("r3d18", "r2plus1d18", "c3d")
 LOSS_TERMS = TERM_NAMES  # the loss terms (losses.TERM_NAMES); w_<term> weighs each
 
 
+# The smallest network input side: C3D fails below 16 px (R3D-18 and R(2+1)D-18 run on less, but
+# one minimum for every backbone keeps a config valid whatever --backbone says).
+MIN_RESOLUTION = 16
+
+
 @dataclass
 class DataConfig:
     """Where the videos are and how clips are cut from them (TCLR_SPEC sections 1, 2, 7, 8)."""
@@ -51,7 +56,8 @@ class DataConfig:
     sparse_stride: int = option(4, "frame stride of the global (sparse) pretraining clip")
     num_local: int = option(0, "local (dense) clips per sample: clip_len / 4", derived=True)
     train_stride: int = option(2, "frame stride of classifier training/test clips ('fixed skip')")
-    resolution: int = option(112, "side of the square network input in pixels")
+    resolution: int = option(112, "side of the square network input in pixels, at least "
+                                  f"{MIN_RESOLUTION} (C3D needs it)")
     color: str = option("bgr", "channel order fed to the network (the release's weights expect "
                                "BGR)", choices=("bgr", "rgb"))
     color_ops: str = option("release", "channels the colour augmentation's formulas (grayscale "
@@ -122,7 +128,9 @@ class PretrainConfig(RunConfig):
 
     epochs: int = option(300, "pretraining epochs (the release ran until stopped; our fixed "
                               "budget)")
-    out_dir: str = option("runs/pretrain", "run folder: config, checkpoints, logs")
+    out_dir: str = option("runs/pretrain", "run folder: config.yaml, log.txt, log.jsonl, "
+                                           "tensorboard/, checkpoints/ (latest.pth, best.pth, "
+                                           "epoch_NNNN.pth), training_curves.png")
     proj_dim: int = option(128, "output dimension of the projection head")
     lr: float = option(1e-3, "Adam learning rate")
     weight_decay: float = option(1e-9, "Adam weight decay")
@@ -166,6 +174,10 @@ class ClassifyConfig(RunConfig):
     trust_checkpoint: bool = option(False, "allow unpickling a checkpoint with Python objects (the "
                                            "release's files); only for files you trust")
     batch_size: int = option(32, "global batch size in clips")
+    drop_last: bool = option(False, "training: drop each epoch's last partial batch of clips. One "
+                                    "process keeps it by default, as the release's linear "
+                                    "evaluation (UCF101 split 1 at batch 32: 298 batches of 32 "
+                                    "and one of 1 clip); under torchrun it is always dropped")
     lr: float = option(1e-2, "Adam learning rate")
     weight_decay: float = option(0.0, "Adam weight decay")
     plateau_patience: int = option(3, "epochs whose training loss is above the best before lr /10 "
@@ -195,7 +207,11 @@ class ClassifyConfig(RunConfig):
 class LinearConfig(ClassifyConfig):
     """Linear evaluation: frozen backbone, one Linear layer on time/space-pooled features."""
 
-    out_dir: str = option("runs/linear", "run folder")
+    out_dir: str = option("runs/linear", "run folder: config.yaml, log.txt, log.jsonl, "
+                                         "tensorboard/, results.json, per_class_accuracy.csv, "
+                                         "confusion_matrix.csv/.png, training_curves.png, "
+                                         "labelled_videos.txt, val_videos.txt, checkpoints/ "
+                                         "(latest.pth, best.pth)")
     amp: str = option("off", "precision: 'off' (float32, as the release's linear evaluation, the "
                              "default), or mixed precision 'auto' / 'fp16' (fp16 + grad scaler on "
                              "CUDA) or 'bf16'; CPU always runs float32",
@@ -209,7 +225,11 @@ class LinearConfig(ClassifyConfig):
 class FinetuneConfig(ClassifyConfig):
     """Full finetuning: every layer trains (lr 1e-4 Adam: our documented starting point)."""
 
-    out_dir: str = option("runs/finetune", "run folder")
+    out_dir: str = option("runs/finetune", "run folder: config.yaml, log.txt, log.jsonl, "
+                                           "tensorboard/, results.json, per_class_accuracy.csv, "
+                                           "confusion_matrix.csv/.png, training_curves.png, "
+                                           "labelled_videos.txt, val_videos.txt, checkpoints/ "
+                                           "(latest.pth, best.pth)")
     lr: float = option(1e-4, "Adam learning rate (the release has no finetuning script; our "
                              "choice)")
     dropout: float = option(0.0, "dropout before the classifier")
@@ -219,7 +239,10 @@ class FinetuneConfig(ClassifyConfig):
 class RetrievalConfig(RunConfig):
     """Nearest-neighbour retrieval: test videos query the train gallery (TCLR_SPEC section 7)."""
 
-    out_dir: str = option("runs/retrieval", "run folder")
+    out_dir: str = option("runs/retrieval", "run folder: config.yaml, log.txt, tensorboard/, "
+                                            "results.json, per_class_recall.csv, "
+                                            "recall_at_k.png, retrieval_grid.png/.txt, features/ "
+                                            "(the feature cache, unless --cache-dir)")
     amp: str = option("off", "precision of feature extraction: 'off' (float32, as the release's "
                              "retrieval, the default), or autocast 'auto' / 'fp16' or 'bf16' on "
                              "CUDA", choices=("auto", "fp16", "bf16", "off"))
@@ -323,7 +346,7 @@ _SECTION_OF: dict[str, str] = {
 _SYNTHETIC = ("synthetic_classes", "synthetic_videos_per_class", "synthetic_frames",
               "synthetic_width", "synthetic_height")
 _NOT_USED_BY: dict[str, tuple[str, ...]] = {
-    "pretrain": (),
+    "pretrain": ("train_stride", "eval_crop", "eval_flip"),    # classifier and evaluation clips
     "linear": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
     "finetune": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
     "retrieval": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
@@ -434,8 +457,9 @@ def finalize(cfg: Any, world_size: int = 1):
     d.num_local = d.clip_len // 4
     for key in ("sparse_stride", "train_stride", "resolution"):
         _require(getattr(d, key) >= 1, f"config key {key!r}: must be >= 1, got {getattr(d, key)}")
-    _require(d.resolution % 8 == 0 or d.resolution >= 16,
-             f"config key 'resolution': {d.resolution} is too small for the backbones (>= 16)")
+    _require(d.resolution >= MIN_RESOLUTION,
+             f"config key 'resolution': {d.resolution} is too small: the minimum is "
+             f"{MIN_RESOLUTION} pixels (C3D's four poolings halve it four times)")
     _require(d.num_workers >= 0, f"config key 'num_workers': must be >= 0, got {d.num_workers}")
     _require(0.0 <= d.max_bad_fraction <= 1.0,
              f"config key 'max_bad_fraction': must be within [0, 1], got {d.max_bad_fraction}")

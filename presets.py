@@ -52,4 +52,9 @@ PRESET_HELP: dict[str, str] = {
     "k400_r2plus1d18": "Kinetics-400 pretraining with R(2+1)D-18",
     "demo": "CPU-sized: a narrow R3D-18 (width 16, 32 px) on small generated synthetic videos "
             "(6 classes x 30 videos; scripts/demo.sh)",
+    "demo_linear": "demo with the CPU demos' linear probe: the last epoch, no held-out videos, 3 "
+                   "test clips, BatchNorm statistics updating (scripts/demo.sh, "
+                   "scripts/mini_ablation.sh)",
+    "learning": "the learning demo: a width-8 R3D-18 at 24 px on the generated 'switch' design, "
+                "6 classes x 180 videos, 324 test queries (scripts/learning_demo.sh)",
 }

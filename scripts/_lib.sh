@@ -43,6 +43,17 @@ need_value() {
     (( $2 >= 2 )) || die "option $1 needs a value"
 }
 
+# split_eq "OPTIONS" WORD: true when WORD is --opt=value for one of the space-separated OPTIONS
+# (the options that take a value); sets EQ_SPLIT=(--opt value). Every parse loop starts with
+#   split_eq "--out --epochs" "$1" && set -- "${EQ_SPLIT[@]}" "${@:2}"
+# so that --out=DIR reads as --out DIR. Other words, such as entry-point flags passed on, stay
+# as they are (the entry points take --flag=value themselves).
+split_eq() {
+    local name=${2%%=*}
+    [[ $2 == --?*=* && " $1 " == *" $name "* ]] || return 1
+    EQ_SPLIT=("$name" "${2#*=}")
+}
+
 # entry FILE: a repository file as the commands should name it (relative when run from the repo).
 entry() {
     if [[ $PWD == "$TCLR_REPO" ]]; then
@@ -182,6 +193,7 @@ parse_prepare_args() {
     shift
     ROOT="" ARCHIVES="" OFFLINE=0 DECODE_CHECK=1 CHECK_WORKERS=""
     while (( $# )); do
+        split_eq "--root --archives --workers" "$1" && set -- "${EQ_SPLIT[@]}" "${@:2}"
         case $1 in
             --root) need_value "$1" $#; ROOT=$2; shift 2 ;;
             --archives) need_value "$1" $#; ARCHIVES=$2; shift 2 ;;

@@ -18,6 +18,7 @@ PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-5}
 LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
 EXTRA=()
 while (( $# )); do
+    split_eq "--out --epochs" "$1" && set -- "${EQ_SPLIT[@]}" "${@:2}"
     case $1 in
         --out) need_value "$1" $#; OUT=$2; shift 2 ;;
         --epochs) need_value "$1" $#; PRETRAIN_EPOCHS=$2; shift 2 ;;

@@ -36,6 +36,7 @@ JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 EXTRA=()
 while (( $# )); do
+    split_eq "--out --seeds --epochs --jobs" "$1" && set -- "${EQ_SPLIT[@]}" "${@:2}"
     case $1 in
         --out) need_value "$1" $#; OUT=$2; shift 2 ;;
         --seeds) need_value "$1" $#; SEEDS=$2; shift 2 ;;

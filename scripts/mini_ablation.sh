@@ -17,6 +17,7 @@ LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
 LINEAR=0
 EXTRA=()
 while (( $# )); do
+    split_eq "--out --epochs" "$1" && set -- "${EQ_SPLIT[@]}" "${@:2}"
     case $1 in
         --out) need_value "$1" $#; OUT=$2; shift 2 ;;
         --epochs) need_value "$1" $#; PRETRAIN_EPOCHS=$2; shift 2 ;;

@@ -38,8 +38,9 @@ from engine.errors import JobInterrupted  # noqa: E402
 # folder is on sys.path); this module prints the help, runs or prints the plans, skips finished
 # runs and keeps the ledger.
 from orchestrate_plans import (  # noqa: E402
-    CurveOptions, ReproduceOptions, SuiteOptions, Tools, curve_points, parse_curve_args,
-    parse_reproduce_args, parse_suite_args, reproduce_plan, suite_runs, tables_argv)
+    CurveOptions, ReproduceOptions, SuiteOptions, Tools, TrainedOn, curve_points,
+    parse_curve_args, parse_reproduce_args, parse_suite_args, reproduce_plan, split_note,
+    suite_runs, tables_argv)
 
 # The metric a finished run's results.json holds (written by engine.classify_report, called from
 # engine.classify, and by engine.retrieval).
@@ -79,6 +80,33 @@ def finished(run_dir: str, job: str) -> tuple[bool, str]:
     if not isinstance(result.get(METRIC[job]), (int, float)):
         return False, f"{path} has no {METRIC[job]!r} (the job did not finish writing it)"
     return True, ""
+
+
+def log_hint(run_dir: str) -> str:
+    """Where to read why a run failed. A job that stops during start-up (a bad flag, a missing
+    file) writes nothing into its run folder, so there may be no log.txt: its error is above."""
+    log = Path(run_dir) / "log.txt"
+    if log.is_file():
+        return f"see above and {log}"
+    return f"see its error above (it stopped before writing {log})"
+
+
+def trained_on(checkpoint: str) -> TrainedOn | None:
+    """The dataset and split a checkpoint of this project was trained on (from the config it
+    holds); None for "random", a missing file, or a file that records none (the release's)."""
+    if checkpoint == "random" or not Path(checkpoint).is_file():
+        return None
+    from engine.checkpoint import load_checkpoint
+    from models.weights import CheckpointError
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except CheckpointError:
+        return None
+    data = (ckpt.get("config") or {}).get("data") or {}
+    kind = (ckpt.get("meta") or {}).get("kind", "pretrain")
+    if isinstance(data.get("dataset"), str) and isinstance(data.get("split"), int):
+        return TrainedOn(data["dataset"], data["split"], kind)
+    return None
 
 
 def run_command(argv: list[str]) -> int:
@@ -139,7 +167,9 @@ scripts/eval_ucf101.sh and scripts/eval_hmdb51.sh call this with their dataset n
 
   CHECKPOINT           a checkpoint file (this project's, the release's, torchvision's), or
                        "random" for the from-scratch baseline (random initialisation)
-  --splits "1 2 3"     splits to run (default: all three)
+  --splits "1 2 3"     splits to run (default: all three). A checkpoint pretrained on one
+                       split's train list has seen the test videos of the other splits (without
+                       labels); the suite prints a note when it evaluates such splits
   --seeds "0"          seeds of the linear/finetune runs (several give mean ± std); retrieval of
                        a checkpoint runs once per split (its features do not depend on the seed)
   --protocols "linear finetune retrieval"   which protocols (default: all three)
@@ -152,7 +182,8 @@ scripts/eval_ucf101.sh and scripts/eval_hmdb51.sh call this with their dataset n
   --keep-going         after a failed run, go on with the others (exit status 1 at the end)
   --dry-run            print the commands; run and create nothing
 Any other flag (and everything after --) goes to every entry point, e.g. --data-root DIR,
---device cuda:1, --num-workers 16, --trust-checkpoint true, --preset NAME, --batch-size 16."""
+--device cuda:1, --num-workers 16, --trust-checkpoint true, --preset NAME, --batch-size 16.
+Options take their value as the next word or after '=' (--splits=2, --out=DIR)."""
 
 
 def run_suite(opts: SuiteOptions, tools: Tools, runner: Runner) -> int:
@@ -171,6 +202,9 @@ def run_suite(opts: SuiteOptions, tools: Tools, runner: Runner) -> int:
     runner.info(f"evaluating {opts.checkpoint} on {opts.dataset}: {' '.join(opts.protocols)}; "
                 f"splits {' '.join(map(str, opts.splits))}; seeds {' '.join(map(str, opts.seeds))}"
                 f"; results in {opts.out}{runner.tag}")
+    note = split_note(opts, trained_on(opts.checkpoint))
+    if note:
+        print(f"note: {note}", flush=True)
     failed = []
     for number, run in enumerate(runs, 1):
         runner.info(f"[{number}/{len(runs)}] {run.protocol}, {opts.dataset} split {run.split}, "
@@ -183,14 +217,16 @@ def run_suite(opts: SuiteOptions, tools: Tools, runner: Runner) -> int:
             if why_not:
                 runner.info(f"rerunning: {why_not}")
         if runner.run(run.argv) != 0:
-            failed.append(f"{run.protocol} split {run.split} seed {run.seed} "
-                          f"({run.run_dir}/log.txt)")
+            hint = log_hint(run.run_dir)
+            failed.append(f"{run.protocol} split {run.split} seed {run.seed} ({hint})")
             if not opts.keep_going:
                 raise StepFailed(f"{run.protocol} on {opts.dataset} split {run.split} (seed "
-                                 f"{run.seed}) failed; see above and {run.run_dir}/log.txt. Rerun "
-                                 "this script to continue (finished runs are skipped)", 1)
+                                 f"{run.seed}) failed; {hint}. Rerun this script to continue "
+                                 "(finished runs are skipped)", 1)
     if runner.run(tables_argv(opts.out, tools)) != 0:
         print(f"warning: no tables for {opts.out} (see above)", file=sys.stderr)
+    if note:
+        print(f"note: {note}", flush=True)
     if failed:
         print(f"error: {len(failed)} run(s) failed:", file=sys.stderr)
         print("\n".join(f"  {line}" for line in failed), file=sys.stderr)
@@ -235,7 +271,8 @@ checkpoint), then the Markdown tables beside the published figures.
   --splits, --seeds, --protocols   passed to both evaluation suites (scripts/eval_suite.sh)
   --eval-args "..."    flags for every evaluation run (e.g. "--num-workers 16")
   --dry-run            print the commands; run and create nothing
-Any other flag goes to train_pretrain.py (e.g. --epochs 200 --num-workers 16)."""
+Any other flag goes to train_pretrain.py (e.g. --epochs 200 --num-workers 16). Options take
+their value as the next word or after '=' (--gpus=4, --out=DIR)."""
 
 
 def run_reproduce(opts: ReproduceOptions, tools: Tools, runner: Runner) -> int:
@@ -254,9 +291,9 @@ def run_reproduce(opts: ReproduceOptions, tools: Tools, runner: Runner) -> int:
                     f"{opts.out}/pretrain")
         status = runner.run(plan.pretrain)
         if status != 0:
-            raise StepFailed(f"pretraining failed (exit status {status}); see above and "
-                             f"{opts.out}/pretrain/log.txt. Rerun this script to continue it "
-                             "(--resume auto)", status)
+            raise StepFailed(f"pretraining failed (exit status {status}); "
+                             f"{log_hint(f'{opts.out}/pretrain')}. Rerun this script to continue "
+                             "it (--resume auto)", status)
     if not runner.dry_run and not Path(plan.checkpoint).is_file():
         raise ConfigError(f"{plan.checkpoint} does not exist (see {opts.out}/pretrain/checkpoints/;"
                           " --checkpoint-name picks another)")
@@ -333,8 +370,8 @@ def run_curve(opts: CurveOptions, tools: Tools, runner: Runner) -> int:
         else:
             status = runner.run(point.argv)
             if status != 0:
-                raise StepFailed(f"retrieval of {point.name} failed (exit status {status}); see "
-                                 f"above and {point.run_dir}/log.txt", status)
+                raise StepFailed(f"retrieval of {point.name} failed (exit status {status}); "
+                                 f"{log_hint(point.run_dir)}", status)
         rows.append(f"{label}={opts.out}/{point.name}")
     runner.info(f"retrieval after each checkpoint of {opts.run_dir} "
                 f"({time.monotonic() - start:.0f} s)")

@@ -72,7 +72,8 @@ def walk_options(argv: list[str], values: tuple[str, ...], switches: tuple[str, 
 
     Args:
         argv: the words after the positional arguments.
-        values: options that take the next word as their value (a later one wins).
+        values: options that take a value, as the next word or after '=' (``--out DIR`` or
+            ``--out=DIR``; a later one wins).
         switches: options without a value.
         dashdash_ends: ``--`` passes every later word on (the suite), instead of being passed on.
     Returns:
@@ -85,6 +86,11 @@ def walk_options(argv: list[str], values: tuple[str, ...], switches: tuple[str, 
     i = 0
     while i < len(argv):
         word = argv[i]
+        name, eq, value = word.partition("=")
+        if eq and name in values:
+            own[name] = value
+            i += 1
+            continue
         if word in values:
             if i + 1 == len(argv):
                 raise ConfigError(f"option {word} needs a value")
@@ -190,6 +196,58 @@ def parse_suite_args(argv: list[str], env: Mapping[str, str] = os.environ) -> Su
         protocol_args={p: shlex.split(own.get(f"--{p}-args", "")) for p in PROTOCOLS})
 
 
+@dataclass(frozen=True)
+class TrainedOn:
+    """The data a checkpoint of this project was trained on (its config.yaml's data section)."""
+
+    dataset: str
+    split: int
+    kind: str            # "pretrain" (no labels seen) or "classifier" (linear / finetune)
+
+
+def split_note(opts: SuiteOptions, trained_on: TrainedOn | None) -> str:
+    """A note when the suite tests videos the checkpoint has already seen, or may have seen.
+
+    The train list of one official split holds test videos of the others (UCF101: split s tests
+    groups 7s-6..7s of 25, so split 1's train list holds every test video of splits 2 and 3). A
+    backbone pretrained on split P's train list has therefore seen the test videos of the other
+    splits, without their labels. Returns "" when nothing needs saying.
+
+    Args:
+        trained_on: what the checkpoint records; None when it records nothing (the release's and
+            torchvision's files), could not be read, or does not exist yet (a dry run).
+    """
+    if opts.checkpoint == "random":
+        return ""
+    if trained_on is None:
+        others = [s for s in opts.splits if s != 1]
+        if opts.dataset != "ucf101" or not others:
+            return ""
+        return (f"the data {opts.checkpoint} was pretrained on is not known here (it records "
+                "none, or is not written yet). If that was UCF101 split 1's train list (what the "
+                f"release's pretraining code reads), the test videos of {_splits(others)} were "
+                "among its pretraining videos (without labels). See docs/reproduce.md, "
+                "'Evaluation across splits'.")
+    others = [s for s in opts.splits if s != trained_on.split]
+    if trained_on.dataset != opts.dataset or not others:
+        return ""
+    how = ("trained with labels" if trained_on.kind == "classifier" else
+           "pretrained (without labels)")
+    return (f"{opts.checkpoint} was {how} on {opts.dataset} split {trained_on.split}'s train "
+            f"list, which holds test videos of {_splits(others)}: on "
+            f"{'that split' if len(others) == 1 else 'those splits'} the backbone is tested on "
+            f"videos it has seen. Only split {trained_on.split} is free of this. See "
+            "docs/reproduce.md, 'Evaluation across splits'.")
+
+
+def _splits(numbers: list[int]) -> str:
+    """'split 2', 'splits 2 and 3'."""
+    words = [str(n) for n in numbers]
+    if len(words) == 1:
+        return f"split {words[0]}"
+    return f"splits {', '.join(words[:-1])} and {words[-1]}"
+
+
 def seeds_of(opts: SuiteOptions, protocol: str) -> list[int]:
     """The seeds a protocol runs with: retrieval of a checkpoint has no randomness, so one."""
     if protocol == "retrieval" and opts.checkpoint != "random":
@@ -257,7 +315,7 @@ def parse_reproduce_args(argv: list[str], env: Mapping[str, str] = os.environ) -
               "--checkpoint-name", "--eval-args", *suite)
     own, extra = walk_options(argv, values, ("--skip-pretrain", "--baseline", "--dry-run"))
     for word in extra:
-        if word in ("--data-root", "--out-dir", "--split") or word.startswith("--preset="):
+        if word.split("=")[0] in ("--data-root", "--out-dir", "--split"):
             raise ConfigError(f"{word}: use --pretrain-root/--ucf-root, --out, --preset NAME "
                               "(split 1 is fixed)")
     preset = own.get("--preset", "ucf101_r3d18")

@@ -284,3 +284,65 @@ def test_loss_weights_are_checked_by_the_objectives_rule(argv, fragment):
     with pytest.raises(ConfigError) as info:
         parse_config("pretrain", argv)
     assert fragment in str(info.value)
+
+
+def _flag_help(text: str, flag: str) -> str:
+    """The help text of one flag in a --help page, on one line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(flag + " "))
+    block = [lines[start]]
+    for line in lines[start + 1:]:
+        if line.lstrip().startswith("-") or not line.startswith(" " * 10):
+            break
+        block.append(line)
+    return " ".join(" ".join(block).split())
+
+
+def test_every_preset_is_described_in_every_jobs_help():
+    for name in config.PRESETS:
+        assert config.PRESET_HELP.get(name, "").strip(), f"preset {name!r} has no description"
+    for job in config.JOBS:
+        epilog = _help(job).split("presets (--preset NAME", 1)[1]
+        for name in config.PRESETS:
+            line = next(line for line in epilog.splitlines() if line.startswith(f"  {name} "))
+            assert line[len(name) + 2:].strip(), f"{job} --help: preset {name} is blank"
+
+
+def test_help_speaks_of_each_jobs_own_use():
+    pretrain, linear, finetune = _help("pretrain"), _help("linear"), _help("finetune")
+    # evaluation-only flags are not in pretraining's help, but still accepted there
+    for flag in ("--train-stride", "--eval-crop", "--eval-flip"):
+        assert flag not in pretrain and flag in linear and flag in finetune, flag
+    assert parse_config("pretrain", ["--eval-crop", "0.9"])[0].data.eval_crop == 0.9
+    assert "--train-stride" in _help("pretrain", show_all=True)
+    # the classifiers' --drop-last speaks of their clips, not of pretraining steps
+    for text in (linear, finetune):
+        drop = _flag_help(text, "--drop-last")
+        assert "clips" in drop and "pretraining" not in drop, drop
+        out_dir = _flag_help(text, "--out-dir")
+        for name in ("results.json", "per_class_accuracy.csv", "confusion_matrix", "checkpoints/"):
+            assert name in out_dir, (name, out_dir)
+    assert "pretraining steps" in _flag_help(pretrain, "--drop-last")
+    assert "checkpoints/" in _flag_help(pretrain, "--out-dir")
+    assert "results.json" in _flag_help(_help("retrieval"), "--out-dir")
+    assert f"at least {config.MIN_RESOLUTION}" in _flag_help(pretrain, "--resolution")
+
+
+@pytest.mark.parametrize("resolution", [1, 8, 15])
+def test_a_resolution_below_the_stated_minimum_is_refused(resolution):
+    with pytest.raises(ConfigError, match=f"'resolution': {resolution} is too small: the minimum "
+                                          f"is {config.MIN_RESOLUTION} pixels"):
+        parse_config("pretrain", ["--resolution", str(resolution)])
+
+
+@pytest.mark.parametrize("backbone", config.BACKBONE_NAMES)
+def test_every_backbone_runs_at_the_minimum_resolution(backbone):
+    import torch
+    from models.registry import build_backbone
+    model = build_backbone(backbone, width=4).eval()
+    cfg, _ = parse_config("pretrain", ["--resolution", str(config.MIN_RESOLUTION),
+                                       "--backbone", backbone])
+    side = cfg.data.resolution
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 16, side, side))         # [1, 8 * width, 4]
+    assert out.shape == (1, 32, 4)

@@ -262,3 +262,25 @@ def test_learning_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert (tmp_path / "L" / "diversity_seed0" / "similarity_all.png").is_file()
     assert "finished diversity-figure (23 of 23 commands)" in proc.stdout
     assert "mean ± std over seeds 0 1 (" in proc.stdout  # the seed folders the table covers
+
+
+@pytest.mark.parametrize("script, spaced, joined", [
+    ("demo.sh", ["--out", "d", "--epochs", "3"], ["--out=d", "--epochs=3"]),
+    ("mini_ablation.sh", ["--out", "a", "--epochs", "2", "--linear"],
+     ["--out=a", "--epochs=2", "--linear"]),
+    ("learning_demo.sh", ["--out", "L", "--seeds", "0 1", "--epochs", "1", "--jobs", "1"],
+     ["--out=L", "--seeds=0 1", "--epochs=1", "--jobs=1"]),
+])
+def test_options_take_their_value_after_an_equals_sign(tmp_path, script, spaced, joined):
+    """--opt=value reads as --opt value; other --flag=value words go to the entry points as
+    they were written (the entry points take that form themselves)."""
+    def commands(*args: str) -> list[str]:
+        return [line for line in dry_run(script, *args, cwd=tmp_path).splitlines()
+                if line.startswith("+ ")]
+
+    expected = commands(*spaced, "--lr", "0.5")
+    assert commands(*joined, "--lr", "0.5") == expected
+    assert not any("--out=" in c or "--epochs=" in c for c in expected)
+    passed_on = commands(*joined, "--lr=0.5")
+    assert passed_on == [c.replace("--lr 0.5", "--lr=0.5") for c in expected]
+    assert any("--lr=0.5" in c for c in passed_on)

@@ -119,7 +119,8 @@ def test_the_checker_finds_broken_links_and_anchors(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("\n".join([
         "# Page", "",
-        "[ok](other.md) [ok](other.md#a-section-here) ![ok](pic.png) [ok](#page) [web](https://x.y/z)",
+        "[ok](other.md) [ok](other.md#a-section-here) ![ok](pic.png) [ok](#page) "
+        "[web](https://x.y/z)",
         "[missing file](nowhere.md) ![missing image](gone.png)",
         "[bad anchor](other.md#no-such-section) [bad own anchor](#nothing)",
         "`[in code](not-checked.md)`",

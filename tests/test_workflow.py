@@ -353,20 +353,107 @@ def test_eval_suite_skips_complete_runs_and_reruns_incomplete_ones(tmp_path, cap
 
 
 def test_eval_suite_failure_ledger(tmp_path, capsys):
-    orch, opts = suite_of("ucf101", "random", "--splits", "1 2", "--out", "o",
+    out = tmp_path / "o"
+    orch, opts = suite_of("ucf101", "random", "--splits", "1 2", "--out", str(out),
                           "--protocols", "linear finetune", "--keep-going")
+    # split 1's finetuning wrote a log.txt before it failed; split 2's stopped during start-up,
+    # which writes nothing into its run folder: the ledger points at a log only where there is one
+    (out / "finetune" / "split1_seed0").mkdir(parents=True)
+    (out / "finetune" / "split1_seed0" / "log.txt").write_text("error: ...\n")
     runner = RecordingRunner(orch, failing=("train_finetune.py",))
     assert orch.run_suite(opts, orch.Tools(cwd=ROOT), runner) == 1
     assert len(runner.ran) == 5                                  # all four runs, then the tables
     assert capsys.readouterr().err.splitlines() == [
-        "error: 2 run(s) failed:", "  finetune split 1 seed 0 (o/finetune/split1_seed0/log.txt)",
-        "  finetune split 2 seed 0 (o/finetune/split2_seed0/log.txt)"]
+        "error: 2 run(s) failed:",
+        f"  finetune split 1 seed 0 (see above and {out}/finetune/split1_seed0/log.txt)",
+        f"  finetune split 2 seed 0 (see its error above (it stopped before writing "
+        f"{out}/finetune/split2_seed0/log.txt))"]
     opts.keep_going = False
     runner = RecordingRunner(orch, failing=("train_finetune.py",))
-    with pytest.raises(orch.StepFailed, match="finetune on ucf101 split 1 .seed 0. failed; see "
-                                              "above and o/finetune/split1_seed0/log.txt"):
+    with pytest.raises(orch.StepFailed, match=re.escape(
+            f"finetune on ucf101 split 1 (seed 0) failed; see above and "
+            f"{out}/finetune/split1_seed0/log.txt")):
         orch.run_suite(opts, orch.Tools(cwd=ROOT), runner)
     assert len(runner.ran) == 2                                  # stops at the first failure
+
+
+def test_eval_suite_options_take_their_value_after_an_equals_sign():
+    orch, spaced = suite_of("ucf101", "a.pth", "--splits", "1 2", "--seeds", "3", "--out", "o",
+                            "--gpus", "2", "--linear-args", "--bn-mode train", "--lr=0.5")
+    _, joined = suite_of("ucf101", "a.pth", "--splits=1 2", "--seeds=3", "--out=o", "--gpus=2",
+                         "--linear-args=--bn-mode train", "--lr=0.5")
+    assert joined == spaced
+    assert joined.extra == ["--lr=0.5"]          # entry-point flags pass on as they were written
+    tools = orch.Tools(cwd=ROOT)
+    assert [r.argv for r in orch.suite_runs(joined, tools)] == [
+        r.argv for r in orch.suite_runs(spaced, tools)]
+    from config import ConfigError
+    with pytest.raises(ConfigError, match="--splits: '4' is not 1, 2 or 3"):
+        orch.parse_suite_args(["ucf101", "random", "--splits=4"], env={})
+    with pytest.raises(ConfigError, match="--split=2 is set by this script"):
+        orch.parse_suite_args(["ucf101", "random", "--split=2"], env={})
+    # the paper runner and the retrieval curve take the same form
+    opts = orch.parse_reproduce_args(["--preset=ucf101_c3d", "--gpus=2", "--splits=1"], env={})
+    assert (opts.preset, opts.gpus, opts.suite_opts) == ("ucf101_c3d", 2, ["--splits", "1"])
+    with pytest.raises(ConfigError, match="--data-root=x: use --pretrain-root"):
+        orch.parse_reproduce_args(["--data-root=x"], env={})
+    assert orch.parse_curve_args(["runs/r", "--out=c"], env={}).out == "c"
+
+
+def test_suite_script_with_equals_options_prints_the_same_plan(tmp_path):
+    spaced = run_script("eval_ucf101.sh", "random", "--splits", "2", "--out", "o", "--dry-run",
+                        cwd=tmp_path)
+    joined = run_script("eval_ucf101.sh", "random", "--splits=2", "--out=o", "--dry-run",
+                        cwd=tmp_path)
+    assert commands(joined.stdout) == commands(spaced.stdout) and len(commands(joined.stdout)) == 4
+
+
+@pytest.mark.parametrize("trained, splits, expected", [
+    (("ucf101", 1, "pretrain"), "1", None),
+    (("ucf101", 1, "pretrain"), "1 2 3",
+     "m.pth was pretrained (without labels) on ucf101 split 1's train list, which holds test "
+     "videos of splits 2 and 3: on those splits the backbone is tested on videos it has seen. "
+     "Only split 1 is free of this."),
+    (("ucf101", 2, "classifier"), "1",
+     "m.pth was trained with labels on ucf101 split 2's train list, which holds test videos of "
+     "split 1: on that split"),
+    (("hmdb51", 1, "pretrain"), "1 2 3", None),            # another dataset: nothing seen
+    (("kinetics400", 1, "pretrain"), "2", None),
+    (None, "1", None),
+    (None, "2 3", "the data m.pth was pretrained on is not known here (it records none, or is "
+                  "not written yet). If that was UCF101 split 1's train list (what the "
+                  "release's pretraining code reads), the test videos of splits 2 and 3 were "
+                  "among its pretraining videos"),
+])
+def test_split_note(trained, splits, expected):
+    orch, opts = suite_of("ucf101", "m.pth", "--splits", splits)
+    note = orch.split_note(opts, orch.TrainedOn(*trained) if trained else None)
+    if expected is None:
+        assert note == ""
+    else:
+        assert note.startswith(expected) and "docs/reproduce.md" in note, note
+
+
+def test_eval_suite_prints_the_split_note_from_the_checkpoint(tmp_path, capsys):
+    orch = orchestrate()
+    import config
+    from engine import checkpoint as ckpt_io
+    cfg, _ = config.parse_config("pretrain", ["--dataset", "ucf101", "--split", "1"])
+    path = tmp_path / "best.pth"
+    ckpt_io.atomic_save({"format": ckpt_io.FORMAT, "meta": {"kind": "pretrain"},
+                         "config": config.to_dict(cfg)}, path)
+    assert orch.trained_on(str(path)) == orch.TrainedOn("ucf101", 1, "pretrain")
+    assert orch.trained_on("random") is None and orch.trained_on(str(tmp_path / "no.pth")) is None
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert orch.trained_on(str(tmp_path / "bad.pth")) is None
+    for splits, printed in (("1", 0), ("1 3", 2)):          # at the start and after the tables
+        _, opts = suite_of("ucf101", str(path), "--splits", splits, "--out", str(tmp_path / "o"),
+                           "--protocols", "retrieval")
+        orch.run_suite(opts, orch.Tools(cwd=ROOT), RecordingRunner(orch))
+        notes = [line for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("note: ")]
+        assert len(notes) == printed
+        assert all("test videos of split 3" in line for line in notes)
 
 
 def test_run_command_status_and_ctrl_c():
@@ -417,7 +504,7 @@ def test_reproduce_paper_preset_baseline_and_refusals():
     assert all(r.argv[r.argv.index("--backbone") + 1] == "c3d" for r in runs)
     for args, message in ((["--preset", "nope"], "--preset: unknown preset 'nope'"),
                           (["--split", "2"], "--split: use --pretrain-root"),
-                          (["--preset=demo"], "--preset=demo: use"),
+                          (["--preset=nope"], "--preset: unknown preset 'nope'"),
                           (["--splits", "5"], "--splits: '5' is not 1, 2 or 3")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             orch.reproduce_plan(orch.parse_reproduce_args(args, env={}), orch.Tools())
@@ -475,6 +562,12 @@ def test_prepare_dry_run(tmp_path, dataset, urls):
     assert len(downloads) == 1 and downloads[0].split()[-1].startswith("https://mirror/")
     assert f"found {archives / name}: no download" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["archives"]
+    # --opt=value reads as --opt value
+    joined = run_script(f"prepare_{dataset}.sh", "--dry-run", f"--root={root}",
+                        f"--archives={archives}", "--workers=2", cwd=tmp_path, env=env)
+    spaced = run_script(f"prepare_{dataset}.sh", "--dry-run", "--root", str(root), "--archives",
+                        str(archives), "--workers", "2", cwd=tmp_path, env=env)
+    assert joined.stdout == spaced.stdout and "--workers 2" in joined.stdout
 
 
 # --------------------------------------------------------------------------------------------

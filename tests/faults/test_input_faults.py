@@ -41,6 +41,11 @@ def test_clip_len_not_a_multiple_of_4(tmp_path):
     assert_clean_error(result, "'clip_len': 10 must be a positive multiple of 4")
 
 
+def test_resolution_below_the_minimum(tmp_path):
+    result = run_script("train_pretrain.py", "--resolution", "8", "--out-dir", str(tmp_path))
+    assert_clean_error(result, "'resolution': 8 is too small: the minimum is 16 pixels")
+
+
 def test_batch_smaller_than_world_size(tmp_path):
     """Checked before joining the process group (no peer needed to see the error)."""
     result = run_script("nn_retrieval.py", "--batch-size", "1", "--out-dir", str(tmp_path),
