@@ -36,6 +36,7 @@ import shlex
 import shutil
 import sys
 import time
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -410,7 +411,8 @@ def compute(cfg: ExtractConfig, ctx: RunContext, backbone, protocol: FeatureProt
     one_process = dataclasses.replace(ctx.dist, rank=0, world_size=1)   # the share is already cut
     loader, _ = make_loader(dataset, cfg, one_process, train=False, collate_fn=collate_features,
                             batch_size=cfg.per_device_batch)
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-r{ctx.dist.rank}"
+    # unique per run and process: two runs within one second (or one pid) must not share names
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:12]}-r{ctx.dist.rank}"
     writer = ShardWriter(Path(cfg.out_dir), stem, cfg.shard_size, cfg.dtype)
     shape = ((protocol.num_clips,) if protocol.per_clip else ()) + (
         protocol.feature_dim(backbone),)

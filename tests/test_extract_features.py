@@ -159,6 +159,9 @@ def test_resume_after_kill_computes_only_the_rest(tiny_ucf, tmp_path, monkeypatc
 
 
 def test_new_video_is_the_only_one_computed(video_dir, tmp_path, monkeypatch):
+    import time
+    # every run "within the same second" in this one process: shard names must still differ
+    monkeypatch.setattr(time, "strftime", lambda fmt, *args: "20260101-000000")
     out = tmp_path / "out"
     args = ["--videos", video_dir, *tiny(out), "--checkpoint", "random"]
     assert run_extract(*args) == 0
