@@ -268,11 +268,54 @@ class RetrievalConfig(RunConfig):
                                          "(evenly subsampled; 0 = none)")
 
 
+@dataclass
+class ExtractConfig(RunConfig):
+    """Features of any videos with a pretrained backbone (extract_features.py): features.npy,
+    index.csv and meta.json in --out-dir, written in shards as it goes; a rerun computes only the
+    videos that are new or changed."""
+
+    out_dir: str = option("runs/features", "output folder: features.npy [N, D], index.csv, "
+                                           "meta.json, shards/ (one checkpoint and protocol per "
+                                           "folder)")
+    videos: str = option("", "a folder of videos, searched recursively (.avi .mp4 .mkv .webm .mov "
+                             ".m4v, any letter case)")
+    list: str = option("", "a text file with one video path per line ('#' starts a comment; a "
+                           "relative path is relative to the file's folder)")
+    subset: str = option("all", "without --videos or --list: the videos of --dataset/--data-root "
+                                "--split: 'train', 'test' or 'all' (labels are not needed)",
+                         choices=("train", "test", "all"))
+    checkpoint: str = option("", "backbone weights: a checkpoint file (this project's, the "
+                                 "release's with --trust-checkpoint, torchvision-format) or "
+                                 "'random' (seeded by --seed)")
+    trust_checkpoint: bool = option(False, "allow unpickling a checkpoint with Python objects (the "
+                                           "release's files); only for files you trust")
+    epochs: int = option(0, "unused by feature extraction", derived=True)
+    amp: str = option("off", "precision of the forward pass: 'off' (float32, as retrieval), or "
+                             "autocast 'auto' / 'fp16' or 'bf16' on CUDA",
+                      choices=("auto", "fp16", "bf16", "off"))
+    batch_size: int = option(8, "videos per forward batch (shared by all processes)")
+    num_clips: int = option(9, "clips per video (evenly spaced, as the retrieval protocol)")
+    feature: str = option("retrieval", "'retrieval': the retrieval protocol's feature (feature map "
+                                       "[C, T'] flattened, 2048-d for the paper's backbones); "
+                                       "'pooled': the map averaged over time (512-d); either is "
+                                       "averaged over the clips and L2-normalised",
+                          choices=("retrieval", "pooled"))
+    per_clip: bool = option(False, "keep each clip's feature: features.npy is [N, num_clips, D], "
+                                   "each clip L2-normalised")
+    dtype: str = option("float32", "dtype of features.npy", choices=("float32", "float16"))
+    shard_size: int = option(64, "videos per shard file written as extraction goes (a killed run "
+                                 "loses at most this many per process)")
+    overwrite: bool = option(False, "replace the features of another checkpoint or protocol in "
+                                    "--out-dir (kept aside until the new ones are written) instead "
+                                    "of refusing")
+
+
 JOBS: dict[str, type] = {
     "pretrain": PretrainConfig,
     "linear": LinearConfig,
     "finetune": FinetuneConfig,
     "retrieval": RetrievalConfig,
+    "extract": ExtractConfig,
 }
 
 
@@ -283,11 +326,13 @@ JOBS: dict[str, type] = {
 # --help sections, in order; a field's section is looked up in _SECTION_OF, else DataConfig's
 # fields are "data" and the rest "runtime".
 HELP_SECTIONS: dict[str, str] = {
+    "input": "which videos features are extracted from",
     "data": "which videos, and how clips are cut from them",
     "model": "the network and the weights it starts from",
     "optimisation": "optimiser, schedule, batch and length of training",
     "loss": "the TCLR objective (TCLR_SPEC sections 3-5)",
     "evaluation": "evaluation protocol, model selection and pictures",
+    "features": "what a video's feature is and how it is stored",
     "runtime": "run folder, device, precision, logging, checkpoints",
 }
 _SECTION_OF: dict[str, str] = {
@@ -314,6 +359,9 @@ _NOT_USED_BY: dict[str, tuple[str, ...]] = {
     "finetune": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
     "retrieval": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
                   "max_steps_per_epoch", "max_bad_fraction", "drop_last") + _SYNTHETIC,
+    "extract": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
+                "max_steps_per_epoch", "max_bad_fraction", "drop_last", "synthetic_design")
+               + _SYNTHETIC,
 }
 
 
@@ -321,6 +369,12 @@ def help_section(name: str, job: str = "") -> str:
     """The --help section of a leaf field name (one of HELP_SECTIONS)."""
     if job == "retrieval" and name == "batch_size":
         return "evaluation"          # retrieval trains nothing: its batch is feature extraction
+    if job == "extract":
+        if name in ("videos", "list", "subset", "dataset", "data_root", "split"):
+            return "input"
+        if name in ("feature", "per_clip", "dtype", "num_clips", "shard_size", "batch_size",
+                    "clip_len", "train_stride", "resolution", "color", "eval_crop", "eval_flip"):
+            return "features"
     if name in _SECTION_OF:
         return _SECTION_OF[name]
     return "data" if name in {f.name for f in dataclasses.fields(DataConfig)} else "runtime"
@@ -393,7 +447,7 @@ MIN_EVAL_CROP = 0.1  # smallest centre crop (fraction of the frame height) an ev
 MAX_SEED = 2 ** 63   # torch.Generator seeds are 64-bit; DistributedSampler adds the epoch
 
 # Path settings whose "~" is expanded as the shell would (a config file's values never see a shell)
-PATH_KEYS = ("data_root", "out_dir", "checkpoint", "resume", "cache_dir")
+PATH_KEYS = ("data_root", "out_dir", "checkpoint", "resume", "cache_dir", "videos", "list")
 
 
 def finalize(cfg: Any, world_size: int = 1):
@@ -458,7 +512,17 @@ def finalize(cfg: Any, world_size: int = 1):
         _require(cfg.grid_topk >= 1, "config key 'grid_topk': must be >= 1")
         _require(cfg.num_grid_queries >= 0, "config key 'num_grid_queries': must be >= 0")
         _require(cfg.embedding_points >= 0, "config key 'embedding_points': must be >= 0")
+    if isinstance(cfg, ExtractConfig):
+        _finalize_extract(cfg)
     return cfg
+
+
+def _finalize_extract(cfg: ExtractConfig) -> None:
+    _require(not (cfg.videos and cfg.list),
+             f"config keys 'videos' and 'list': pass one of --videos {cfg.videos} and --list "
+             f"{cfg.list}, not both (or neither, for --dataset's videos)")
+    _require(cfg.num_clips >= 1, f"config key 'num_clips': must be >= 1, got {cfg.num_clips}")
+    _require(cfg.shard_size >= 1, f"config key 'shard_size': must be >= 1, got {cfg.shard_size}")
 
 
 def _finalize_pretrain(cfg: PretrainConfig) -> None:
@@ -514,7 +578,7 @@ def loss_weights(cfg: PretrainConfig) -> dict[str, float]:
 
 __all__ = [
     "ConfigError", "DataConfig", "RunConfig", "PretrainConfig", "ClassifyConfig", "LinearConfig",
-    "FinetuneConfig", "RetrievalConfig", "JOBS", "PRESETS", "parse_config", "finalize",
+    "FinetuneConfig", "RetrievalConfig", "ExtractConfig", "JOBS", "PRESETS", "parse_config", "finalize",
     "apply_overrides", "apply_preset", "load_config_file", "save_config", "to_dict", "from_dict",
     "loss_weights", "leaf_fields", "describe", "build_parser", "value_sources", "job_flags",
     "help_section", "HELP_SECTIONS", "PRESET_HELP", "DATASETS", "BACKBONE_NAMES", "LOSS_TERMS",

@@ -33,6 +33,7 @@ CROSS = "\u2717"    # another class
 SAME_COLOR = "#1a9641"
 OTHER_COLOR = "#d7191c"
 QUERY_COLOR = "#2b5fd9"
+NEUTRAL_COLOR = "#555555"   # a neighbour of an unlabelled query
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, tb_writer=None, tag: str | None = None,
@@ -201,27 +202,33 @@ def filmstrip(path: str, frames: int = 4, height: int = 64) -> np.ndarray:
 
 
 def retrieval_figure(query_strips: Sequence[np.ndarray], neighbour_strips: Sequence[Sequence],
-                     correct: np.ndarray, query_names: Sequence[str],
-                     neighbour_names: Sequence[Sequence[str]], title: str = "") -> Figure:
+                     correct: np.ndarray | None, query_names: Sequence[str],
+                     neighbour_names: Sequence[Sequence[str]], title: str = "",
+                     query_heading: str = "test query") -> Figure:
     """Queries (left column) and their nearest gallery videos (right, nearest first).
 
     Args:
         query_strips: Q filmstrips, uint8 [h, w, 3] each (see :func:`filmstrip`).
         neighbour_strips: Q rows of k filmstrips.
-        correct: bool [Q, k], True where the neighbour has the query's class.
-        query_names, neighbour_names: class names, [Q] and [Q][k].
+        correct: bool [Q, k], True where the neighbour has the query's class; None for unlabelled
+            videos (scripts/search_features.py): every neighbour gets a plain frame.
+        query_names, neighbour_names: the labels under the strips (class names, or file names and
+            similarities), [Q] and [Q][k].
         title: figure title.
+        query_heading: the title above the query column.
     Returns:
         The figure: a tick and a solid frame mark same-class neighbours, a cross and a dashed
         frame other-class ones (the marks survive greyscale printing).
     """
-    correct = np.asarray(correct, dtype=bool)
-    q, k = correct.shape
-    if (len(query_strips) != q or len(neighbour_strips) != q
-            or any(len(row) != k for row in neighbour_strips)):
+    labelled = correct is not None
+    q, k = len(query_strips), len(neighbour_strips[0]) if neighbour_strips else 0
+    correct = np.asarray(correct if labelled else np.ones((q, k)), dtype=bool)
+    if (len(neighbour_strips) != correct.shape[0] or q != correct.shape[0]
+            or any(len(row) != correct.shape[1] for row in neighbour_strips)):
         raise ValueError(f"retrieval_figure: {len(query_strips)} queries and neighbour rows "
                          f"{[len(r) for r in neighbour_strips]} disagree with correct "
                          f"{correct.shape}")
+    q, k = correct.shape
     aspect = float(np.mean([s.shape[1] / s.shape[0] for s in query_strips]))   # width / height
     cell_w = float(np.clip(0.85 * aspect, 1.6, 3.6))                # inches per filmstrip
     cell_h = cell_w / aspect
@@ -232,16 +239,20 @@ def retrieval_figure(query_strips: Sequence[np.ndarray], neighbour_strips: Seque
         _strip(axes[row, 0], query_strips[row], f"query: {query_names[row]}", QUERY_COLOR, "-")
         for j in range(k):
             ok = bool(correct[row, j])
-            _strip(axes[row, j + 2], neighbour_strips[row][j],
-                   f"{TICK if ok else CROSS} {neighbour_names[row][j]}",
-                   SAME_COLOR if ok else OTHER_COLOR, "-" if ok else "--")
-    axes[0, 0].set_title("test query", fontsize=9, fontweight="bold")
+            mark = (TICK if ok else CROSS) + " " if labelled else ""
+            _strip(axes[row, j + 2], neighbour_strips[row][j], mark + neighbour_names[row][j],
+                   (SAME_COLOR if ok else OTHER_COLOR) if labelled else NEUTRAL_COLOR,
+                   "-" if ok else "--")
+    axes[0, 0].set_title(query_heading, fontsize=9, fontweight="bold")
     for j in range(k):
         axes[0, j + 2].set_title(f"neighbour {j + 1}", fontsize=9, fontweight="bold")
-    hits = int(correct[:, 0].sum())
-    fig.suptitle((title + "\n" if title else "")
-                 + f"{TICK} solid frame = same class as the query, {CROSS} dashed = other class; "
-                   f"nearest neighbour correct for {hits} of {q} queries", fontsize=10)
+    if labelled:
+        hits = int(correct[:, 0].sum())
+        legend = (f"{TICK} solid frame = same class as the query, {CROSS} dashed = other class; "
+                  f"nearest neighbour correct for {hits} of {q} queries")
+    else:
+        legend = "nearest first; under each video its cosine similarity to the query"
+    fig.suptitle((title + "\n" if title else "") + legend, fontsize=10)
     return fig
 
 

@@ -150,10 +150,10 @@ def test_evaluation_refuses_non_finite_weights(tiny_ucf, tmp_path, nan_checkpoin
 
 def test_retrieval_refuses_non_finite_features(tiny_ucf, tmp_path, monkeypatch):
     """Finite weights whose features overflow (planted): no Recall@k is reported."""
-    from engine import retrieval
-    real = retrieval.video_features
-    monkeypatch.setattr(retrieval, "video_features",
-                        lambda backbone, clips, mask=None: real(backbone, clips, mask) * float("inf"))
+    from engine import features
+    real = features.video_features
+    monkeypatch.setattr(features, "video_features",
+                        lambda *args, **kwargs: real(*args, **kwargs) * float("inf"))
     out = tmp_path / "ret"
     result = run_script("nn_retrieval.py", *retrieval_args(tiny_ucf, out))
     assert_clean_error(result, "train features: 16 of 16 videos have NaN or inf features",
