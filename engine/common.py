@@ -115,7 +115,8 @@ def _detach_file_handlers(logger: logging.Logger) -> None:
 
 
 JOB_OF_CONFIG = {"PretrainConfig": "pretrain", "LinearConfig": "linear",
-                 "FinetuneConfig": "finetune", "RetrievalConfig": "retrieval"}
+                 "FinetuneConfig": "finetune", "RetrievalConfig": "retrieval",
+                 "ExtractConfig": "extract"}
 
 
 def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None,

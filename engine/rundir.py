@@ -49,7 +49,11 @@ from engine.errors import RunFolderError
 LOCK_NAME = ".run.lock"
 MANIFEST_NAME = "run.json"
 ASIDE_PREFIX = ".overwritten-"     # where --overwrite keeps an earlier run until the new one is safe
-JOB_NAMES = ("pretrain", "linear", "finetune", "retrieval", "temporal_diversity")
+JOB_NAMES = ("pretrain", "linear", "finetune", "retrieval", "temporal_diversity", "extract")
+# Jobs that continue their own earlier run in a folder without --resume: feature extraction computes
+# only the videos its folder lacks (engine.extract refuses features of other weights or another
+# protocol, and keeps its features.npy / shards aside itself under --overwrite).
+INCREMENTAL_JOBS = ("extract",)
 # What the jobs write into a run folder (names or globs relative to it): --overwrite sets these
 # aside. Not in the list, so left in place: log.txt (the folder's history, appended to by every
 # run), features/ (the retrieval cache, keyed by what the features depend on), the lock, and
@@ -304,7 +308,7 @@ def check_ownership(run_dir: Path, job: str, *, overwrite: bool, resume: str = "
             f"--out-dir {run_dir} holds the outputs of a {owner} run ({evidence} says so; "
             f"{_names(outputs, run_dir)}); a {job} job does not write into another job's folder. "
             f"Pass another --out-dir (e.g. {run_dir / job})")
-    if resume or overwrite:
+    if resume or overwrite or job in INCREMENTAL_JOBS:
         return
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pth"))
     if job == "pretrain" and ckpts:
