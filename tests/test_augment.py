@@ -67,6 +67,18 @@ def test_parameter_ranges_and_probabilities(sampler, recipe):
     assert rate(p.erase_on) == pytest.approx(recipe.p_erase, abs=0.015)
 
 
+@pytest.mark.parametrize("sampler", [sample_strong_params, sample_weak_params])
+def test_crop_side_is_c_times_the_height(sampler):
+    """Spec section 2: a square of side c * H, c ~ U(0.6, 1.0), whatever the width, inside the
+    frame (320 x 240 frames: sides 144 .. 240, mean 0.8 H, a quarter of them below 0.7 H)."""
+    p = sampler(gen(2), 20000, 240, 320)
+    scale = p.crop_size.double() / 240
+    assert scale.min() >= 0.6 - 1 / 240 and scale.max() <= 1.0
+    assert scale.mean().item() == pytest.approx(0.8, abs=0.01)
+    assert (scale < 0.7).double().mean().item() == pytest.approx(0.25, abs=0.02)
+    assert bool((p.crop_top + p.crop_size <= 240).all() and (p.crop_left + p.crop_size <= 320).all())
+
+
 def test_erase_size_scales_with_output_size():
     assert A.erase_size_range(A.STRONG, 112) == (9, 18)
     assert A.erase_size_range(A.STRONG, 224) == (18, 36)
