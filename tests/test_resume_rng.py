@@ -36,7 +36,7 @@ def random_loss(monkeypatch):
 
 
 def args(root, out, *extra: str) -> list[str]:
-    return tiny_args(root, out, "--max-steps-per-epoch", "1", *extra)
+    return tiny_args(root, out, "--max-steps-per-epoch", "1", "--resolution", "16", *extra)
 
 
 def totals(run_dir) -> list[float]:
@@ -50,6 +50,7 @@ def test_resume_restores_every_generator(tiny_ucf, tmp_path, random_loss):
     assert train_pretrain.main(args(tiny_ucf, part, "--epochs", "1")) == 0
     latest = part / "checkpoints" / "latest.pth"
     saved = ck.load_checkpoint(latest)
+    assert saved["step"] == 1                         # one step per epoch (the flags above)
     assert len(saved["rng"]) == 1 and {"python", "numpy", "torch"} <= set(saved["rng"][0])
     # the same checkpoint without its RNG state, resumed into another folder
     bare = tmp_path / "bare"
