@@ -80,13 +80,17 @@ def _kill_writer(script: Path, path: Path, step: int, during_write: bool, rng) -
     """
     proc = EntryPoint(str(script), [str(path), str(step)])
     temp = path.with_name(f".{path.name}.tmp-{proc.pid}")
-    if during_write:
-        wait_for(temp.exists, 60, f"temporary file {temp.name}", proc, interval=0.001)
-        time.sleep(rng.uniform(0.0, 0.005))
-    else:
-        time.sleep(rng.uniform(0.05, 1.5))
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(30).returncode == -signal.SIGKILL
+    try:
+        if during_write:
+            wait_for(temp.exists, 60, f"temporary file {temp.name}", proc, interval=0.001)
+            time.sleep(rng.uniform(0.0, 0.005))
+        else:
+            time.sleep(rng.uniform(0.05, 1.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(30).returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:   # a wait above failed: never leave the writer running
+            proc.kill()
     return temp.exists()
 
 
