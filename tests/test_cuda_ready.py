@@ -8,9 +8,14 @@ paths on a real GPU are in tests/test_gpu.py (marker ``gpu``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,7 +273,8 @@ class NoProcessGroup:
 def test_device_cuda_n_under_torchrun_is_refused(monkeypatch, torchrun_env):
     FakeCuda(monkeypatch, count=2)
     group = NoProcessGroup(monkeypatch)
-    with pytest.raises(ConfigError, match=r"--device cuda:0 with 2 processes.*CUDA_VISIBLE_DEVICES"):
+    with pytest.raises(ConfigError,
+                       match=r"--device cuda:0 with 2 processes.*CUDA_VISIBLE_DEVICES"):
         dd.init_distributed("cuda:0")
     assert group.calls == []
 
@@ -375,3 +381,65 @@ def test_every_job_applies_tf32_and_names_it_in_the_banner(tf32_flags, tmp_path,
         logger.removeHandler(log)
     assert torch.backends.cuda.matmul.allow_tf32 is True
     assert any("tf32: release (TF32 in matmuls and convolutions)" in line for line in log.lines)
+
+
+def test_sync_bn_on_the_cpu_is_a_config_error():
+    """SyncBatchNorm runs on GPUs only: a CPU job with --sync-bn stops with one line before DDP
+    (a455dad failed in the first forward pass with a ValueError traceback)."""
+    from engine.steps import wrap_ddp
+    with pytest.raises(ConfigError, match="--sync-bn true needs CUDA"):
+        wrap_ddp(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), torch.device("cpu"), sync_bn=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 8. scripts/gpu_check.sh
+# --------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    """SMOKE=1 DEVICE=cpu runs every step at tiny sizes; all pass, OUT holds three files, the
+    summary lists every step and the numbers' lines, WORK is removed."""
+    out = tmp_path / "check"
+    env = {**os.environ, "SMOKE": "1", "DEVICE": "cpu", "OUT": str(out),
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.log", "steps.jsonl",
+                                                     "summary.txt"]
+    assert not Path(f"{out}.work").exists()
+    summary = (out / "summary.txt").read_text()
+    from scripts.gpu_check import STEPS
+    for spec in STEPS:
+        assert re.search(rf"^{spec.name}\s+ok\s", summary, re.MULTILINE), summary
+    assert "numbers for docs/performance.md" in summary and "step best:" in summary
+    records = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()[1:]]
+    by_name = {r["name"]: r for r in records}
+    assert by_name["bench"]["metrics"]["best"]["samples_per_s"] > 0
+    assert by_name["pretrain_release"]["metrics"]["samples_per_s"] > 0
+    assert "top1" in by_name["linear"]["metrics"] and "recall@1" in by_name["retrieval"]["metrics"]
+    assert all(v == "ok" for v in by_name["nccl_probe"]["metrics"]["ops"].values())
+
+
+def test_gpu_check_skips_what_the_budget_cannot_fit_and_goes_on_after_a_failure(tmp_path):
+    """The step runner: a failing step is recorded and the summary exits 1; a step whose
+    estimate exceeds the budget left is skipped; a step past its timeout is killed."""
+    from scripts import gpu_check as gc
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert gc.main(["init", "--out", str(out), "--work", str(work), "--budget-s", "100"]) == 0
+    assert gc.main(["step", "--out", str(out), "env", "--metrics", "json", "--",
+                    sys.executable, "-c", "print('{\"gpu\": \"X\"}')"]) == 0
+    assert gc.main(["step", "--out", str(out), "data", "--", sys.executable, "-c",
+                    "raise SystemExit(3)"]) == 0
+    assert gc.main(["step", "--out", str(out), "bench", "--", sys.executable, "-c", "pass"]) == 0
+    records = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()[1:]]
+    assert [r["status"] for r in records] == ["ok", "failed (exit 3)", "skipped"]
+    assert records[0]["metrics"] == {"gpu": "X"}
+    assert gc.main(["summary", "--out", str(out)]) == 1
+    text = (out / "summary.txt").read_text()
+    assert "compile_ckpt" in text and "not run" in text and "machine: X" in text
+    code, _ = gc._run_with_timeout([sys.executable, "-c", "import time; time.sleep(60)"], 1, out)
+    assert code is None
