@@ -46,10 +46,15 @@ class FakeCuda:
         self.states = {i: torch.full((8,), i, dtype=torch.uint8) for i in range(count)}
         self.touched: list = []
         self.current = None
-        for name in ("is_available", "device_count", "get_rng_state", "set_rng_state",
-                     "get_rng_state_all", "set_rng_state_all", "set_device", "synchronize",
-                     "current_device"):
+        for name in ("device_count", "get_rng_state", "set_rng_state", "get_rng_state_all",
+                     "set_rng_state_all", "set_device", "synchronize", "current_device"):
             monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+
+        def is_available() -> bool:
+            return True
+
+        is_available.cuda_stand_in = True    # tests/faults/helpers.py keeps it in forked runs
+        monkeypatch.setattr(torch.cuda, "is_available", is_available)
 
     def _index(self, device) -> int:
         device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
@@ -57,9 +62,6 @@ class FakeCuda:
         if index >= self.count:
             raise IndexError(f"tuple index out of range (cuda:{index} of {self.count} GPUs)")
         return index
-
-    def is_available(self) -> bool:
-        return True
 
     def device_count(self) -> int:
         return self.count
