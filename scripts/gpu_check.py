@@ -69,7 +69,8 @@ STEPS = (
          120, 40),
     Step("linear", "a short linear probe on the checkpoint", 120, 40),
     Step("retrieval", "nearest-neighbour retrieval on the checkpoint", 120, 40),
-    Step("compile_ckpt", "extra: bench with torch.compile + grad checkpointing", 240, 120),
+    Step("compile_ckpt", "extra: bench with torch.compile + grad checkpointing (CPU: "
+         "checkpointing only)", 240, 120),
     Step("ddp_gloo", "extra: DDP + SyncBN + gathered loss, 2 processes on one GPU over gloo",
          150, 60),
     Step("nccl_probe", "extra: one-process NCCL probe of the collectives the code uses", 60, 15),
@@ -303,9 +304,11 @@ def summary(out: Path) -> int:
     head, records = _read_records(out)
     by_name = {r["name"]: r for r in records}
     total = time.time() - head["started"]
+    budget = ("no budget in SMOKE mode" if head["smoke"]
+              else f"of a {head['budget_s']:.0f} s budget")
     rows = [f"gpu_check {'(SMOKE, tiny sizes) ' if head['smoke'] else ''}"
-            f"{time.strftime('%Y-%m-%d %H:%M')}: {total:.0f} s of a {head['budget_s']:.0f} s "
-            f"budget", "", f"{'step':<18} {'status':<18} {'seconds':>8}  what"]
+            f"{time.strftime('%Y-%m-%d %H:%M')}: {total:.0f} s, {budget}", "",
+            f"{'step':<18} {'status':<18} {'seconds':>8}  what"]
     for spec in STEPS:
         rec = by_name.get(spec.name)
         status = rec["status"] if rec else "not run"
