@@ -137,7 +137,8 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0,
 # DistNetworkError; NCCL raises DistBackendError, for a lost peer only with one of these texts.
 _PEER_FAILURE_TEXTS = ("gloo/transport", "Connection reset by peer", "Connection closed by peer",
                        "Timed out waiting", "remote process exited", "ncclRemoteError",
-                       "Watchdog caught collective operation timeout", "communicator was aborted")
+                       "Watchdog caught collective operation timeout", "communicator was aborted",
+                       "caused pair closure")
 
 # NCCL's own errors that are not a lost peer: (text in the message, cause, fix), first match wins.
 # Every NCCL error message carries "NCCL version x.y.z": the texts below avoid that phrase.
@@ -203,13 +204,15 @@ def backend_failure_message(exc: BaseException) -> str:
     """One line for :func:`is_backend_failure` errors: the backend's cause and its fix."""
     text = str(exc)
     rank = os.environ.get("RANK", "?")
+    backend = "NCCL" if "nccl" in text.lower() else "process-group"   # gloo raises it too
     for needle, cause, fix in _BACKEND_CAUSES:
         if needle.lower() in text.lower():
-            return (f"process {rank}: the NCCL backend failed because {cause} "
+            return (f"process {rank}: the {backend} backend failed because {cause} "
                     f"({_first_sentence(exc)}); {fix}")
-    return (f"process {rank}: the NCCL backend failed ({_first_sentence(exc)}); this is not a "
-            "lost peer: rerun with NCCL_DEBUG=INFO to see the cause, and check --device, "
-            "CUDA_VISIBLE_DEVICES and --nproc_per_node against the GPUs")
+    return (f"process {rank}: the {backend} backend failed ({_first_sentence(exc)}); this is not "
+            "a lost peer: rerun with NCCL_DEBUG=INFO (or TORCH_DISTRIBUTED_DEBUG=DETAIL) to see "
+            "the cause, and check --device, CUDA_VISIBLE_DEVICES and --nproc_per_node against the "
+            "GPUs")
 
 
 def get_rank() -> int:

@@ -261,6 +261,17 @@ def test_nccl_watchdog_timeout_is_a_lost_peer(torchrun_env):
     assert "lost contact" in dd.peer_failure_message(exc)
 
 
+def test_backend_error_without_nccl_is_not_called_nccl(torchrun_env):
+    """gloo raises DistBackendError too: its lost-pair text is a lost peer; another text is a
+    backend error that does not blame NCCL."""
+    closed = dist.DistBackendError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+    assert dd.is_peer_failure(closed)
+    other = dist.DistBackendError("[enforce fail at gloo/allreduce.cc:12] unknown")
+    assert dd.is_backend_failure(other)
+    line = dd.backend_failure_message(other)
+    assert "process-group backend failed" in line and "NCCL backend" not in line
+
+
 class NoProcessGroup:
     """init_process_group stand-in: records its arguments, never connects."""
 
