@@ -123,6 +123,15 @@ class RunConfig:
     dist_timeout_s: float = option(600.0, "multi-process runs: seconds a process waits for the "
                                           "others in a collective; a dead or hung peer then ends "
                                           "the job with an error instead of a hang")
+    dist_backend: str = option("auto", "multi-process runs: process-group backend; 'auto' = NCCL "
+                                       "on CUDA, gloo on CPU; 'gloo' on CUDA lets processes share "
+                                       "one GPU (slow; for tests)",
+                               choices=("auto", "nccl", "gloo"))
+    tf32: str = option("release", "TensorFloat-32 on Ampere and later GPUs: 'release' (TF32 in "
+                                  "convolutions and matmuls, as the release's torch 1.9), "
+                                  "'torch_default' (convolutions only, torch 2.x's default) or "
+                                  "'off' (true float32 everywhere)",
+                       choices=("release", "torch_default", "off"))
 
 
 @dataclass

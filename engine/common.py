@@ -140,7 +140,8 @@ def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None,
     from engine.rundir import RunFolder
     from engine.logging import PendingRecords
     started = time.time()
-    dist_info = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
+    dist_info = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s,
+                                 backend=cfg.dist_backend)
     config_mod.finalize(cfg, world_size=dist_info.world_size)
     run_dir = Path(cfg.out_dir)
     folder = None
@@ -157,12 +158,15 @@ def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None,
         logger.addHandler(pending)
     if dist_info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    precision = {"tf32": apply_tf32(cfg.tf32)}
+    if dist_info.distributed:
+        precision["process group"] = torch.distributed.get_backend()
     ctx = RunContext(cfg=cfg, dist=dist_info, run_dir=run_dir, logger=logger,
                      tb=TensorBoard(run_dir / "tensorboard", enabled=False),
                      jsonl=JsonlLog(run_dir / "log.jsonl"), folder=folder, pending=pending,
                      committed=False, started=started)
     banner(logger, job, config_mod.describe(cfg), dist_info.device, dist_info.world_size,
-           extra_banner)
+           {**precision, **(extra_banner or {})})
     if dist_info.device.type == "cpu" and getattr(cfg, "amp", "off") in ("fp16", "bf16"):
         logger.warning(f"--amp {cfg.amp} has no effect on the CPU: this run computes in float32")
     if not defer_writes:
@@ -264,6 +268,36 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp in ("auto", "fp16"):
         return torch.float16
     return torch.bfloat16
+
+
+# --tf32: (TF32 allowed in matmuls, in cuDNN convolutions). The release ran torch 1.9, where both
+# defaulted to on; torch >= 1.12 turned matmuls off and left cuDNN on. These flags have no effect
+# on the CPU or on GPUs before Ampere.
+TF32_POLICIES = {
+    "release": (True, True),
+    "torch_default": (False, True),
+    "off": (False, False),
+}
+
+
+def apply_tf32(policy: str) -> str:
+    """Set torch's TF32 flags for the whole process as ``policy`` (``--tf32``) says.
+
+    Every job calls this once at start-up (setup_run), so training and evaluation compute alike.
+
+    Returns:
+        The banner's description of the policy.
+    Raises:
+        ConfigError: an unknown policy name (with the known ones).
+    """
+    if policy not in TF32_POLICIES:
+        raise config_mod.ConfigError(f"config key 'tf32': {policy!r} is not one of "
+                                     f"{', '.join(TF32_POLICIES)}")
+    matmul, conv = TF32_POLICIES[policy]
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+    torch.backends.cudnn.allow_tf32 = conv
+    where = [name for name, on in (("matmuls", matmul), ("convolutions", conv)) if on]
+    return f"{policy} (TF32 in {' and '.join(where) if where else 'nothing: true float32'})"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

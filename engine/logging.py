@@ -275,11 +275,21 @@ def steps_text(loader_steps: int, max_steps: int) -> str:
 
 
 class Throughput:
-    """Samples per second and the share of the time spent waiting for data, over an epoch."""
+    """Samples per second and the share of the time spent waiting for data, over an epoch.
 
-    def __init__(self):
+    On a CUDA ``device`` each step's end waits for the device (``torch.cuda.synchronize``):
+    kernels run asynchronously, and without a grad scaler (bf16, float32) nothing in the step
+    waits for the backward pass, so the wait for the next batch would otherwise count time in
+    which the GPU was still busy with the previous step. The figure is then the share of wall time
+    in which the device had finished its step and the next batch had not arrived. One
+    synchronisation per step costs little: the next step's loss check waits for the device anyway.
+    """
+
+    def __init__(self, device: torch.device | None = None):
         self.wait_s = self.busy_s = 0.0
         self.samples = 0
+        self.sync = device is not None and device.type == "cuda"
+        self.device = device
         self.t_start = self.t_last = self.t_data = time.perf_counter()
 
     def data_ready(self) -> None:
@@ -287,6 +297,9 @@ class Throughput:
         self.t_data = time.perf_counter()
 
     def step_done(self, samples: int) -> None:
+        """The step's work is queued: wait for the device to finish it, then count it."""
+        if self.sync:
+            torch.cuda.synchronize(self.device)
         now = time.perf_counter()
         self.samples += samples
         self.wait_s += self.t_data - self.t_last

@@ -116,9 +116,12 @@ def resume_path(cfg: PretrainConfig) -> Path | None:
 
 
 def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig,
-            rank: int, logger=None) -> TrainState:
+            rank: int, logger=None, device: torch.device | None = None) -> TrainState:
     """Load a pretraining checkpoint into model/optimizer/scaler; return the training state.
-    With a ``logger``, warn when the checkpoint was trained on other data (warn_other_data).
+
+    ``rank``'s saved RNG states are restored (the CUDA one only for a CUDA ``device``). With a
+    ``logger``, warn when the checkpoint was trained on other data (warn_other_data), across a
+    precision change (load_scaler_state) and when the CUDA RNG could not be restored.
 
     Raises:
         CheckpointError: unreadable, not a pretraining checkpoint, another backbone or width,
@@ -149,10 +152,13 @@ def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig
         warn_other_data(path, ckpt.get("config", {}), cfg, logger)
     unwrap(model).load_state_dict(ckpt["model"], strict=True)
     optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
+    note = load_scaler_state(scaler, ckpt.get("scaler") or {}, path)
     rngs = ckpt.get("rng") or []
     if rank < len(rngs):
-        ckpt_io.set_rng_state(rngs[rank])
+        rng_note = ckpt_io.set_rng_state(rngs[rank], device)
+        note = " ".join(n for n in (note, rng_note) if n)
+    if note and logger is not None:
+        logger.warning(note)
     return TrainState.from_state_dict(ckpt["train_state"])
 
 
@@ -202,6 +208,25 @@ def check_finite_state(path: Path, ckpt: dict, cfg: PretrainConfig) -> None:
         f"--resume {path}: the checkpoint itself is bad: {len(bad)} tensor(s) hold NaN or inf "
         f"(first {bad[0]!r}), so the run cannot continue from it (a lower --lr would not help); "
         f"{hint}")
+
+
+def load_scaler_state(scaler, saved: dict, path: Path) -> str | None:
+    """Load a checkpoint's grad-scaler state when both it and ``scaler`` have one.
+
+    A disabled scaler (bf16, float32, CPU) saves ``{}``; an enabled one (fp16) refuses to load
+    that, and a disabled one has nothing to take from an enabled one's state. When the precision
+    changed across the resume the scaler keeps its fresh state (an fp16 run starts at scale 2**16
+    and finds its level within a few steps) and the returned sentence says so for the log.
+    """
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
+        return None
+    if not saved and not scaler.is_enabled():
+        return None
+    then, now = (("fp16 (grad scaler on)", "bf16/float32 (no grad scaler)") if saved
+                 else ("bf16/float32 or CPU (no grad scaler)", "fp16 (grad scaler on)"))
+    return (f"resuming {path} across a precision change: it was trained with {then}, this run "
+            f"uses {now}; the grad scaler starts fresh")
 
 
 def warn_other_data(path: Path, saved_config: dict, cfg: PretrainConfig, logger) -> None:
@@ -303,7 +328,7 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
     # epochs and steps are counted from 1 in every message: epoch N ends in epoch_000N.pth
     bar = progress_bar(ctx, f"epoch {state.epoch + 1}/{cfg.epochs}", total=steps_total,
                        initial=state.step_in_epoch)
-    meter = Throughput()
+    meter = Throughput(device)   # synchronises on CUDA: data_wait is time the GPU idled
     interrupted = False
     iterator = iter(loader)
     while state.step_in_epoch < steps_total:
@@ -435,7 +460,8 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     state = TrainState()
     start = resume_path(cfg)
     if start is not None:
-        state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank, ctx.logger)
+        state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank, ctx.logger,
+                        ctx.device)
         ctx.logger.info(f"resumed from {start}: {state.epoch} epochs and {state.step_in_epoch} "
                         f"steps of epoch {state.epoch + 1} done, global step {state.global_step}")
     ctx.commit()   # start-up succeeded: from here on the run folder is written
@@ -455,7 +481,7 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     ckpt_dir = ctx.run_dir / "checkpoints"
 
     def save(names: tuple[str, ...]) -> None:
-        rngs = all_gather_objects(ckpt_io.rng_state())
+        rngs = all_gather_objects(ckpt_io.rng_state(ctx.device))
         if ctx.dist.is_main:
             ckpt = make_checkpoint(model, optimizer, scaler, state, cfg, rngs)
             for name in names:
