@@ -27,7 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The learning demo (scripts/learning_demo.sh): a width-8 R3D-18 at 24 px (about 1.2 s per step
     # of 20 videos on one idle core) on the "switch" design, enough videos for 324 test queries
-    # (README "Demo and mini ablation").
+    # (docs/demos.md).
     "learning": {
         "dataset": "synthetic", "data_root": "data/synthetic_switch", "backbone": "r3d18",
         "width": 8, "resolution": 24, "num_workers": 2, "amp": "off", "batch_size": 20,

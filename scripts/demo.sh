@@ -46,5 +46,5 @@ done
 info "4/4 results (synthetic test split 1; $(( SECONDS - start )) s in all)"
 run "$PYTHON" "$(entry scripts/summarize_runs.py)" "random init=$OUT/random" "TCLR=$OUT/tclr"
 info "too short to show learning: on these data and at this budget TCLR does not beat random init" \
-     "(README, Demo and mini ablation). For 3 seeds of random init vs IC only vs TCLR on data where it" \
+     "(docs/demos.md). For 3 seeds of random init vs IC only vs TCLR on data where it" \
      "does learn: bash scripts/learning_demo.sh"

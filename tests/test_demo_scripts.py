@@ -102,7 +102,7 @@ def test_summarize_runs_table(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
-# retrieval_curve.sh and temporal_signal_check.py (the crossing diagnostics of the README)
+# retrieval_curve.sh and temporal_signal_check.py (the crossing diagnostics of docs/demos.md)
 
 
 def orchestrate():

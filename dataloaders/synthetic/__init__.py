@@ -32,7 +32,7 @@ and the only way to tell two videos apart is motion; and "switch" (the learning 
 same look, but every video holds two of the swing-horizontal / swing-vertical / circle / drift
 motions one after the other, in a random order, switching at a random moment in the middle half,
 and the class is the pair (6 classes). There the clips of one video differ in kind, which is what
-the temporal terms separate and the label needs (README "Demo and mini ablation" has the
+the temporal terms separate and the label needs (docs/demos.md has the
 measurements that led to it).
 
 Run `python -m dataloaders.synthetic --out DIR` (flags in `build_parser`); `separability_check`
