@@ -49,10 +49,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         empty = [d for d, recs in zip(dirs, series[label]) if not recs]
-        if empty:
-            print(f"error: no monitor record in {', '.join(empty)}/log.jsonl: pretrain with "
-                  "--monitor-every N (the learning and paper presets turn it on)", file=sys.stderr)
-            return 2
+        if empty:       # e.g. a run made before the monitor existed, reused by learning_demo.sh
+            print(f"warning: no monitor record in the log.jsonl of {', '.join(empty)}; left out "
+                  "(pretrain with --monitor-every N: the learning and paper presets turn it on)",
+                  file=sys.stderr)
+            series[label] = [recs for recs in series[label] if recs]
+            if not series[label]:
+                del series[label]
+    if not series:
+        print("error: none of the runs has monitor records; nothing to draw", file=sys.stderr)
+        return 2
     path = save_figure(monitor_curves_figure(series, args.title), args.out)
     print(f"wrote {path}")
     return 0

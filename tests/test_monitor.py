@@ -270,3 +270,9 @@ def test_monitor_curves_picture_of_ic_only_vs_tclr(tmp_path):
          f"X={tmp_path / 'none'}", "--out", str(tmp_path / "x.png")],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--monitor-every" in proc.stderr
+    # ... while beside other runs it is left out with a warning
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_monitor_curves.py"),
+         f"X={tmp_path / 'none'},{tmp_path / 'ic0'}", "--out", str(tmp_path / "y.png")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "left out" in proc.stderr and (tmp_path / "y.png").is_file()
