@@ -342,8 +342,9 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = ""
             panel of its scores follows the total loss.
     Returns:
         Panels sharing the x axis: the total loss (``loss`` or ``loss_total``), the monitor's
-        scores (when given), the other ``loss_*`` terms, the learning rate (log scale). x is the global step at the end of each
-        epoch when the records have one, else the number of epochs done.
+        scores (when given), the other ``loss_*`` terms, the learning rate (log scale). x is the
+        global step at the end of each epoch when the records have one, else the number of
+        epochs done.
     """
     by_epoch = {int(r["epoch"]): r for r in records}
     rows = [by_epoch[e] for e in sorted(by_epoch)]

@@ -8,8 +8,8 @@ What the monitor adds per call, against what one pretraining epoch does, at the 
 
   data     one monitor item (MultiClipDataset, C centre-cropped clips) vs one TCLR pretraining
            sample (10 augmented clips; also with --augment-on device, whose workers only decode
-           and ship raw clips, the dearer case for the monitor's share), both built from a generated 320x240 175-frame XviD AVI
-           like UCF101's, one process, one thread, interleaved rounds;
+           and ship raw clips, the dearer case for the monitor's share), both built from a
+           generated 320x240 175-frame XviD AVI like UCF101's, one process, one thread;
   compute  one clip forward in eval mode without gradients (the monitor) vs one clip forward and
            backward in training mode (pretraining), R3D-18 at --width (the ratio of the two is
            what matters; the paper's width 64 costs 16x more in both);
@@ -47,7 +47,7 @@ def _make_video(path: str) -> str:
 
 
 def per_call(fn, seconds: float, rounds: int = 3) -> float:
-    """Seconds per call of ``fn`` (after one warm-up call)."""
+    """Seconds per call of ``fn`` (after one warm-up call), over ``rounds`` timed rounds."""
     fn()
     calls, spent = 0, 0.0
     for _ in range(rounds):
@@ -106,8 +106,10 @@ def main() -> None:
           f"{UCF101_TRAIN_VIDEOS} samples: data {data:.2%}, compute {compute:.2%} -> at most "
           f"{max(data, compute):.2%} of the epoch per call ({max(data_raw, compute):.2%} with "
           "--augment-on device)")
-    print(json.dumps({"sample_ms": round(1000 * t_sample, 2), "monitor_item_ms": round(1000 * t_item, 2),
-                      "forward_ms": round(1000 * t_fwd, 2), "train_step_ms": round(1000 * t_step, 2),
+    print(json.dumps({"sample_ms": round(1000 * t_sample, 2),
+                      "monitor_item_ms": round(1000 * t_item, 2),
+                      "forward_ms": round(1000 * t_fwd, 2),
+                      "train_step_ms": round(1000 * t_step, 2),
                       "videos": videos, "clips": args.clips, "data_share": round(data, 5),
                       "compute_share": round(compute, 5), "estimate": round(max(data, compute), 5),
                       "sample_device_mode_ms": round(1000 * t_raw, 2),

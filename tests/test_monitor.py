@@ -132,7 +132,8 @@ def test_monitor_leaves_pretraining_bit_identical(tiny_ucf, tmp_path, monkeypatc
     assert m["videos"] == 12 and m["videos_per_process"] == [12] and m["failed"] == 0
     for key in ("recall@1", "recall@5", "knn_top1", "timestep_similarity"):
         assert 0 <= m[key] <= (100 if key != "timestep_similarity" else 1)
-    assert m["seconds"] > 0 and m["cost_fraction"] == pytest.approx(m["seconds"] / m["epoch_seconds"])
+    assert m["seconds"] > 0
+    assert m["cost_fraction"] == pytest.approx(m["seconds"] / m["epoch_seconds"])
     log = (watched / "log.txt").read_text()
     assert "epoch 2/2: loss" in log and "| monitor R@1 " in log and "of the epoch)" in log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -164,7 +165,7 @@ def test_resume_keeps_the_monitor_history_and_keep_best(tiny_ucf, tmp_path):
                                          *extra)) == 0
     hf = ck.load_checkpoint(full / "checkpoints" / "latest.pth")["train_state"]
     hp = ck.load_checkpoint(part / "checkpoints" / "latest.pth")["train_state"]
-    assert len(hp["monitor_history"]) == 3 and [h["epoch"] for h in hp["monitor_history"]] == [0, 1, 2]
+    assert [h["epoch"] for h in hp["monitor_history"]] == [0, 1, 2]
     assert untimed(hf["monitor_history"]) == untimed(hp["monitor_history"])
     assert hf["best_monitor"] == hp["best_monitor"] == max(
         h["recall@1"] for h in hp["monitor_history"])
