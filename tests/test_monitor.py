@@ -277,3 +277,15 @@ def test_monitor_curves_picture_of_ic_only_vs_tclr(tmp_path):
          f"X={tmp_path / 'none'},{tmp_path / 'ic0'}", "--out", str(tmp_path / "y.png")],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "left out" in proc.stderr and (tmp_path / "y.png").is_file()
+
+
+def test_bench_monitor_smoke_prints_the_estimate_last():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_monitor.py"), "--seconds", "0.01",
+         "--width", "4"], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["videos"] == 404 and figures["clips"] == 2
+    assert figures["estimate"] == max(figures["data_share"], figures["compute_share"]) > 0
+    assert "of the epoch per call" in proc.stdout
