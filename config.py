@@ -181,6 +181,14 @@ class PretrainConfig(RunConfig):
                                        "never)")
     save_every_steps: int = option(0, "also refresh checkpoints/latest.pth every N steps (0 = per "
                                       "epoch)")
+    monitor_every: int = option(0, "every N epochs and at the end, score the backbone on a "
+                                   "train-split monitor set: Recall@1/5, kNN top-1 and timestep "
+                                   "similarity (0 = off; the paper and demo presets turn it on)")
+    monitor_videos: int = option(4, "monitor set: train videos per class (seeded, stratified)")
+    monitor_clips: int = option(2, "monitor: clips per video (the retrieval protocol has 9)")
+    keep_best: str = option("loss", "what chooses checkpoints/best.pth: 'loss' (lowest epoch-mean "
+                                    "loss, the release) or 'monitor' (highest monitor Recall@1)",
+                            choices=("loss", "monitor"))
 
 
 @dataclass
@@ -354,7 +362,9 @@ _SECTION_OF: dict[str, str] = {
     **{name: "evaluation" for name in ("num_test_clips", "val_fraction", "select",
                                        "label_fraction", "eval_every_epochs", "val_clips",
                                        "eval_batch_size", "num_clips", "ks", "cache_dir",
-                                       "num_grid_queries", "grid_topk", "embedding_points")},
+                                       "num_grid_queries", "grid_topk", "embedding_points",
+                                       "monitor_every", "monitor_videos", "monitor_clips",
+                                       "keep_best")},
 }
 # Fields a job carries (the shared DataConfig/RunConfig) but does not use: still accepted (a preset
 # or a config file written by another job may set them), left out of that job's --help. The
@@ -554,6 +564,15 @@ def _finalize_pretrain(cfg: PretrainConfig) -> None:
              "= 1), so the local-local and global-local terms contrast a timestep only with itself "
              "and are exactly 0; use --clip-len 8 or more, or pass --w-local-local 0 "
              "--w-global-local 0 to train without them")
+    _require(cfg.monitor_every >= 0, f"config key 'monitor_every': must be >= 0 (0 = off), got "
+             f"{cfg.monitor_every}")
+    _require(cfg.monitor_videos >= 2, f"config key 'monitor_videos': must be >= 2 videos per "
+             f"class (a query needs a same-class neighbour), got {cfg.monitor_videos}")
+    _require(cfg.monitor_clips >= 1, f"config key 'monitor_clips': must be >= 1, got "
+             f"{cfg.monitor_clips}")
+    _require(cfg.keep_best != "monitor" or cfg.monitor_every > 0,
+             "config key 'keep_best': 'monitor' chooses best.pth by the monitor's Recall@1; set "
+             "--monitor-every N (N >= 1) too, or use --keep-best loss")
     _require(cfg.batch_size >= 2 or cfg.w_ic_global == 0,
              "config key 'batch_size': instance contrast needs at least 2 videos per batch")
 

@@ -44,6 +44,8 @@ class TrainState:
     best_loss: float = math.inf
     epoch_sums: list = field(default_factory=lambda: [0.0] * len(TERMS))  # partial epoch sums
     epoch_failures: list = field(default_factory=list)  # [path, reason] of this epoch so far
+    monitor_history: list = field(default_factory=list)  # engine.monitor's dicts, oldest first
+    best_monitor: float = -math.inf                     # best monitor Recall@1 (--keep-best)
 
     def record_step(self, mean_terms: list[float], failures: list) -> None:
         """A step is done: count it, add its mean loss terms and its decode failures."""
@@ -63,7 +65,8 @@ class TrainState:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "plateau": self.plateau.state_dict(),
                 "best_loss": self.best_loss, "epoch_sums": list(self.epoch_sums),
-                "epoch_failures": [list(f) for f in self.epoch_failures]}
+                "epoch_failures": [list(f) for f in self.epoch_failures],
+                "monitor_history": list(self.monitor_history), "best_monitor": self.best_monitor}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "TrainState":
@@ -71,7 +74,10 @@ class TrainState:
                    global_step=int(d["global_step"]),
                    plateau=PlateauState.from_state_dict(d["plateau"]),
                    best_loss=float(d["best_loss"]), epoch_sums=list(d["epoch_sums"]),
-                   epoch_failures=[tuple(f) for f in d["epoch_failures"]])
+                   epoch_failures=[tuple(f) for f in d["epoch_failures"]],
+                   # allowed to be missing: checkpoints written before the monitor existed
+                   monitor_history=list(d.get("monitor_history", [])),
+                   best_monitor=float(d.get("best_monitor", -math.inf)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,6 +460,8 @@ def run(cfg: PretrainConfig) -> dict:
 
 def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     loader, sampler, n_videos, n_classes = _build_data(cfg, ctx)
+    from engine.monitor import build_monitor
+    monitor = build_monitor(cfg, ctx)
     model, plain = prepare_model(cfg, ctx.device, ctx.dist.distributed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = make_scaler(ctx.device, amp_dtype(cfg.amp, ctx.device))
@@ -479,6 +487,14 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
                     f"videos ({cfg.per_device_batch} per process), {cfg.epochs} epochs; "
                     f"{sum(p.numel() for p in plain.parameters()):,} parameters")
     ckpt_dir = ctx.run_dir / "checkpoints"
+    if monitor is not None:
+        monitor.start(ctx.run_dir)
+
+    def on_epoch_end(epoch_seconds: float) -> dict | None:
+        """The monitor callback (engine.monitor), when it is due after this epoch."""
+        if monitor is None or not monitor.due(state.epoch + 1):
+            return None
+        return monitor.at_epoch_end(plain, state.epoch, state.global_step, epoch_seconds)
 
     def save(names: tuple[str, ...]) -> None:
         rngs = all_gather_objects(ckpt_io.rng_state(ctx.device))
@@ -501,7 +517,7 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
                     f"--resume auto --out-dir {cfg.out_dir}")
                 write_curves(ctx)
                 return {"interrupted": True, "epoch": state.epoch, "step": state.global_step}
-            _end_epoch(ctx, state, result, optimizer, save)
+            _end_epoch(ctx, state, result, optimizer, save, on_epoch_end)
     finally:
         stop.restore()
     write_curves(ctx)
@@ -524,8 +540,11 @@ def write_curves(ctx: RunContext) -> None:
             ctx.logger.info(f"training curves (every loss term and the lr against step) -> {path}")
 
 
-def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimizer, save) -> None:
-    """Schedule update, epoch report, checkpoints, then move the state to the next epoch."""
+def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimizer, save,
+               on_epoch_end=None) -> None:
+    """Schedule update, monitor (``on_epoch_end(epoch_seconds)``, a dict or None), epoch report,
+    checkpoints, then move the state to the next epoch."""
+    from engine import monitor as mon
     cfg: PretrainConfig = ctx.cfg
     failures = gather_failures(state.epoch_failures)
     loss = result.means["total"]
@@ -533,7 +552,14 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
     state.plateau = plateau_update(state.plateau, loss, patience=cfg.plateau_patience,
                                    factor=cfg.plateau_factor,
                                    active=epoch + 1 >= len(cfg.warmup_factors))
-    improved = loss < state.best_loss
+    values = on_epoch_end(result.seconds) if on_epoch_end is not None else None
+    if values is not None:
+        state.monitor_history.append({"epoch": epoch, "step": state.global_step, **values})
+    if cfg.keep_best == "monitor":
+        improved = mon.better(values, state.best_monitor)
+        state.best_monitor = values["recall@1"] if improved else state.best_monitor
+    else:
+        improved = loss < state.best_loss
     state.best_loss = min(state.best_loss, loss)
     record = {"epoch": epoch, "step": state.global_step, "lr": optimizer.param_groups[0]["lr"],
               **{f"loss_{t}": v for t, v in result.means.items()},
@@ -548,7 +574,7 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
                     + ", ".join(f"{t} {v:.4f}" for t, v in result.means.items() if t != "total")
                     + f") lr {record['lr']:.2e} | {result.samples_per_s:.1f} samples/s, "
                     f"data wait {result.data_wait:.0%} | "
-                    + eta_text(epoch + 1, cfg.epochs, result.seconds))
+                    + eta_text(epoch + 1, cfg.epochs, result.seconds) + mon.epoch_text(values))
     warn_decode_failures(ctx.logger, epoch, failures)
     state.next_epoch()
     names = ["latest.pth"]
@@ -557,3 +583,6 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
     if cfg.save_every_epochs and state.epoch % cfg.save_every_epochs == 0:
         names.append(f"epoch_{state.epoch:04d}.pth")
     save(tuple(names))
+    if improved and ctx.dist.is_main:
+        mon.write_best_note(ctx.run_dir / "checkpoints", cfg.keep_best, epoch, state.global_step,
+                            loss, values)

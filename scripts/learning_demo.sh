@@ -5,7 +5,9 @@
 # pair), for each seed: IC-only and
 # full TCLR pretraining, then nearest-neighbour retrieval, a linear probe and the temporal diversity
 # of the random-init, IC-only and TCLR backbones; one table of means and standard deviations over
-# the seeds, and a side-by-side picture of the timestep similarity matrices (seed 0).
+# the seeds, a side-by-side picture of the timestep similarity matrices (seed 0), and the pretraining
+# monitor's curves of IC only vs TCLR (Recall@1 on a train-split monitor set and the timestep
+# similarity against step, every epoch; the learning preset turns the monitor on).
 #
 #   bash scripts/learning_demo.sh [--out DIR] [--seeds "0 1 2"] [--epochs N] [--jobs N] [--dry-run]
 #                                 [extra flags for every entry point]
@@ -120,6 +122,12 @@ for seed in "${SEED_LIST[@]}"; do
     done
 done
 settle
+IC_RUNS=() TCLR_RUNS=()
+for seed in "${SEED_LIST[@]}"; do
+    IC_RUNS+=("$OUT/pretrain/ic_only_seed$seed") TCLR_RUNS+=("$OUT/pretrain/tclr_seed$seed")
+done
+run "$PYTHON" "$(entry scripts/plot_monitor_curves.py)" "IC only=$(IFS=,; echo "${IC_RUNS[*]}")" \
+    "TCLR=$(IFS=,; echo "${TCLR_RUNS[*]}")" --out "$OUT/monitor_curves.png"
 
 info "[$(clock)] evaluation: retrieval, linear probe ($LINEAR_EPOCHS epochs) and temporal diversity"
 for seed in "${SEED_LIST[@]}"; do
@@ -157,3 +165,4 @@ run "$PYTHON" "$(entry scripts/summarize_runs.py)" "random init=$OUT/random" "IC
     "TCLR=$OUT/tclr"
 info "timestep similarity matrices (random init, IC only, TCLR; seed $first):" \
      "$OUT/diversity_seed$first/similarity_all.png"
+info "the pretraining monitor's curves (IC only vs TCLR, every seed): $OUT/monitor_curves.png"

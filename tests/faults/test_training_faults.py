@@ -135,7 +135,9 @@ def test_full_disk_while_saving_keeps_previous_checkpoint(tiny_ucf, base_run, tm
                                        "--epochs", "2", "--resume", "auto"))
     assert_clean_error(result, "the disk is full", "latest.pth", "intact")
     assert latest(out).read_bytes() == before
-    assert sorted(p.name for p in latest(out).parent.iterdir()) == ["best.pth", "latest.pth"]
+    # best.json: which rule chose best.pth (engine.monitor.write_best_note)
+    assert sorted(p.name for p in latest(out).parent.iterdir()) == ["best.json", "best.pth",
+                                                                     "latest.pth"]
 
 
 
