@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from tests.videos import make_video, write_bytes, write_truncated
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -237,12 +237,6 @@ def test_two_checkpoints_into_one_folder_refused(video_dir, tmp_path, checkpoint
 # torchrun
 # --------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_processes_equal_one_process(tiny_ucf, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     args = [*synthetic_test_split(tiny_ucf), "--checkpoint", "random", "--batch-size", "2",
@@ -251,7 +245,7 @@ def test_torchrun_two_processes_equal_one_process(tiny_ucf, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "extract_features.py", *args, *tiny(two)[:-2],
+         "--master_port", str(free_port()), "extract_features.py", *args, *tiny(two)[:-2],
          "--batch-size", "2", "--out-dir", str(two)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -9,7 +9,6 @@ augmentation, autocast dtypes in evaluation, channels_last_3d, torch.compile and
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from engine import checkpoint as ck
 from engine import distributed as dd
 from engine import pretrain as pre
 from engine.common import make_scaler
+from tests.ports import free_port
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda", 0)
@@ -39,16 +39,10 @@ def random_clips(batch: int = 4, size: int = 32) -> torch.Tensor:
     return clips.to(CUDA)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def one_process_group():
     """A one-process NCCL group (world size 1) on GPU 0."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     torch.cuda.set_device(CUDA)
     dist.init_process_group("nccl", rank=0, world_size=1)
     yield
@@ -107,7 +101,7 @@ def test_two_ranks_on_one_gpu_are_reported_as_such(tmp_path):
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         out = manager.dict()
-        port = _free_port()
+        port = free_port()
         procs = [ctx.Process(target=_same_gpu_worker, args=(r, port, out)) for r in range(2)]
         for p in procs:
             p.start()

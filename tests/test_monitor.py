@@ -25,6 +25,7 @@ from engine.distributed import DistInfo
 from engine.visualize import read_monitor_log
 from tests.pictures import assert_picture
 from tests.test_pretrain import tiny_args
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "epoch_seconds", "cost_fraction")
@@ -208,7 +209,7 @@ def test_torchrun_two_processes_share_the_monitor(tiny_ucf, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29541", "train_pretrain.py", *monitored(tiny_ucf, out)],
+         "--master_port", str(free_port()), "train_pretrain.py", *monitored(tiny_ucf, out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (_, shown) = records(out)

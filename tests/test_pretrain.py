@@ -16,6 +16,7 @@ import train_pretrain
 from engine import checkpoint as ck
 from engine import pretrain as pre
 from tests.pictures import assert_picture
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,7 +158,7 @@ def test_torchrun_two_processes(tiny_ucf, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29533", "train_pretrain.py", *tiny_args(tiny_ucf, out)],
+         "--master_port", str(free_port()), "train_pretrain.py", *tiny_args(tiny_ucf, out)],
         cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(epoch_losses(out)) == 1

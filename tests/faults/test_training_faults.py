@@ -9,7 +9,6 @@ import errno
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import torch
 
 from engine import checkpoint as ck
+from tests.ports import free_port
 
 from .helpers import (ROOT, EntryPoint, assert_clean_error, copy_run, finite_weights, jsonl,
                       latest, pretrain_args, run_script, wait_for)
@@ -175,15 +175,9 @@ def test_nan_loss_mid_epoch_stops_with_step_and_terms(tiny_ucf, tmp_path, monkey
 # A lost peer in a two-process job
 # --------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_pair(data_root: Path, out: Path, timeout_s: int) -> list[EntryPoint]:
     """Two training processes joined as torchrun would join them (env:// rendezvous)."""
-    port = str(_free_port())
+    port = str(free_port())
     args = pretrain_args(data_root, out, "--epochs", "50", "--save-every-steps", "1",
                          "--dist-timeout-s", str(timeout_s))
     return [EntryPoint("train_pretrain.py", args,
@@ -250,7 +244,7 @@ def test_torchrun_worker_killed_other_exits(tiny_ucf, tmp_path):
                          "--dist-timeout-s", "10")
     launcher = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "train_pretrain.py", *args],
+         "--master_port", str(free_port()), "train_pretrain.py", *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
