@@ -145,6 +145,17 @@ def knn_top1(neighbours: torch.Tensor, similarities: torch.Tensor, gallery_label
     return 100.0 * float((predicted == query_labels).double().mean())
 
 
+def knn_k(labels: torch.Tensor, k: int = KNN_K) -> int:
+    """The kNN vote's k for a leave-one-out set: ``k``, capped at the smallest class's size minus
+    one (at least 1). With a neighbourhood larger than a query's own class can fill, class sizes
+    weigh in the vote: on a set of 4 videos per class a query's class has 3 others and every other
+    class 4, so with k = 20 over 24 videos and similarities that differ little (as early features'
+    do) every query votes for a wrong class, however well the features rank its own class first.
+    The paper presets' 101 x 4 videos keep k = 20."""
+    smallest = int(torch.bincount(labels)[torch.bincount(labels) > 0].min())
+    return max(1, min(k, smallest - 1))
+
+
 def scores(features: torch.Tensor, labels: torch.Tensor, k: int = KNN_K) -> dict[str, float]:
     """Leave-one-out Recall@1/5 and kNN top-1 (percent) of labelled features [N, D]."""
     neighbours, sims = leave_one_out_neighbours(features, max(k, max(RECALL_KS)))
@@ -323,7 +334,8 @@ class Monitor:
                                                              for v, r in first))
         labels = torch.tensor([merged[i][1] for i in ids], dtype=torch.long)
         if self.ranked and labelled([(None, y) for y in labels.tolist()]):
-            out.update(scores(torch.stack([merged[i][0] for i in ids]), labels))
+            out.update(scores(torch.stack([merged[i][0] for i in ids]), labels,
+                              knn_k(labels)))
         else:
             out.update({f"recall@{k}": None for k in RECALL_KS}, knn_top1=None)
         sims = [merged[i][2] for i in ids if merged[i][2] is not None]

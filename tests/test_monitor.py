@@ -79,6 +79,20 @@ def test_knn_top1_and_recall_on_a_hand_made_feature_set():
     assert mon.knn_top1(neighbours, torch.ones_like(sims), labels, labels, 2) == 0.0
 
 
+def test_knn_k_is_capped_by_the_smallest_class():
+    """k = 20 over 6 classes x 4 videos would let class sizes (3 own others vs 4) decide every
+    vote; the cap keeps the neighbourhood within what a query's own class can fill."""
+    six_by_four = torch.arange(6).repeat_interleave(4)
+    assert mon.knn_k(six_by_four) == 3
+    assert mon.knn_k(torch.arange(101).repeat_interleave(40)) == 20
+    assert mon.knn_k(torch.tensor([0, 0, 1, 1, 1])) == 1
+    # features that rank every query's own class first but differ little (a large shared part):
+    # with the cap every query is right; with k = 20 the larger other classes win every vote
+    features = 0.1 * torch.nn.functional.one_hot(six_by_four, 6).float() + 1.0
+    assert mon.scores(features, six_by_four, mon.knn_k(six_by_four))["knn_top1"] == 100.0
+    assert mon.scores(features, six_by_four, 20)["knn_top1"] == 0.0
+
+
 def test_monitor_set_never_contains_a_test_video(tiny_ucf):
     train, _ = build_video_list("synthetic", str(tiny_ucf), split=1, subset="train")
     test, _ = build_video_list("synthetic", str(tiny_ucf), split=1, subset="test")
