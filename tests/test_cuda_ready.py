@@ -389,7 +389,7 @@ def test_every_job_applies_tf32_and_names_it_in_the_banner(tf32_flags, tmp_path,
     logger.addHandler(log)
     try:
         ctx = common.setup_run(cfg, "test job", defer_writes=True)
-        ctx.close(failed=True)
+        ctx.close("failed")
     finally:
         logger.removeHandler(log)
     assert torch.backends.cuda.matmul.allow_tf32 is True
