@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.pictures import assert_picture
+from tests.checkpoints import tiny_pretrain_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,17 +48,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def pretrain_checkpoint(tmp_path_factory) -> Path:
     """A pretraining checkpoint in this project's format (backbone + head, width 8, BGR)."""
-    from engine import checkpoint as ckpt_io
-    from models import ProjectionHead, TCLRModel, build_backbone
-    torch.manual_seed(123)
-    backbone = build_backbone("r3d18", width=8)
-    model = TCLRModel(backbone, ProjectionHead(backbone.out_channels))
-    path = tmp_path_factory.mktemp("pretrain") / "latest.pth"
-    ckpt_io.atomic_save({"format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
-                         "model": model.state_dict(),
-                         "meta": {"backbone": "r3d18", "width": 8, "color": "bgr",
-                                  "kind": "pretrain"}}, path)
-    return path
+    return tiny_pretrain_checkpoint(tmp_path_factory.mktemp("pretrain") / "latest.pth", seed=123)
 
 
 def read_results(out: Path) -> dict:

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from tests.videos import make_video, write_bytes, write_truncated
-from tests.ports import free_port
+from tests.ports import torchrun
+from tests.checkpoints import tiny_pretrain_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,17 +48,7 @@ def load(out: Path) -> tuple[np.ndarray, list[dict], dict]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A pretraining checkpoint in this project's format (backbone + head, width 8, BGR)."""
-    from engine import checkpoint as ckpt_io
-    from models import ProjectionHead, TCLRModel, build_backbone
-    torch.manual_seed(7)
-    backbone = build_backbone("r3d18", width=8)
-    model = TCLRModel(backbone, ProjectionHead(backbone.out_channels))
-    path = tmp_path_factory.mktemp("ckpt") / "latest.pth"
-    ckpt_io.atomic_save({"format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
-                         "model": model.state_dict(),
-                         "meta": {"backbone": "r3d18", "width": 8, "color": "bgr",
-                                  "kind": "pretrain"}}, path)
-    return path
+    return tiny_pretrain_checkpoint(tmp_path_factory.mktemp("ckpt") / "latest.pth", seed=7)
 
 
 @pytest.fixture
@@ -242,12 +233,8 @@ def test_torchrun_two_processes_equal_one_process(tiny_ucf, tmp_path):
     args = [*synthetic_test_split(tiny_ucf), "--checkpoint", "random", "--batch-size", "2",
             "--shard-size", "2"]
     assert run_extract(*args, *tiny(one)[:-2], "--batch-size", "2", "--out-dir", one) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()), "extract_features.py", *args, *tiny(two)[:-2],
-         "--batch-size", "2", "--out-dir", str(two)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    proc = torchrun("extract_features.py", *args, *tiny(two)[:-2], "--batch-size", "2",
+                    "--out-dir", str(two))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     first, index1, _ = load(one)
     second, index2, meta = load(two)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.videos import make_video
+from tests.checkpoints import tiny_pretrain_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,16 +22,7 @@ def hub(name: str, **kwargs):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """This project's format: TCLR model (backbone + head) of width 8, BGR."""
-    from engine import checkpoint as ckpt_io
-    from models import ProjectionHead, TCLRModel, build_backbone
-    torch.manual_seed(11)
-    backbone = build_backbone("r3d18", width=8)
-    model = TCLRModel(backbone, ProjectionHead(backbone.out_channels))
-    path = tmp_path_factory.mktemp("hub") / "best.pth"
-    ckpt_io.atomic_save({"format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
-                         "model": model.state_dict(),
-                         "meta": {"backbone": "r3d18", "width": 8, "color": "bgr"}}, path)
-    return path
+    return tiny_pretrain_checkpoint(tmp_path_factory.mktemp("hub") / "best.pth", seed=11)
 
 
 def test_entry_points_and_dependencies():

@@ -25,7 +25,7 @@ from engine.distributed import DistInfo
 from engine.visualize import read_monitor_log
 from tests.pictures import assert_picture
 from tests.test_pretrain import tiny_args
-from tests.ports import free_port
+from tests.ports import torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "epoch_seconds", "cost_fraction")
@@ -220,11 +220,7 @@ def fake_ctx() -> SimpleNamespace:
 
 def test_torchrun_two_processes_share_the_monitor(tiny_ucf, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()), "train_pretrain.py", *monitored(tiny_ucf, out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    proc = torchrun("train_pretrain.py", *monitored(tiny_ucf, out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (_, shown) = records(out)
     assert len(shown) == 1

@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from engine import checkpoint as ck
-from tests.ports import free_port
+from tests.ports import free_port, torchrun_argv
 
 from .helpers import (ROOT, EntryPoint, assert_clean_error, copy_run, finite_weights, jsonl,
                       latest, pretrain_args, run_script, wait_for)
@@ -243,8 +242,7 @@ def test_torchrun_worker_killed_other_exits(tiny_ucf, tmp_path):
     args = pretrain_args(tiny_ucf, out, "--epochs", "50", "--save-every-steps", "1",
                          "--dist-timeout-s", "10")
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()), "train_pretrain.py", *args],
+        torchrun_argv("train_pretrain.py", *args),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
