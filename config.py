@@ -381,6 +381,9 @@ def from_dict(job: str, values: dict[str, Any]):
 # Validation and derived values: the one place
 # --------------------------------------------------------------------------------------------
 
+MIN_EVAL_CROP = 0.1  # smallest centre crop (fraction of the frame height) an evaluation accepts
+MAX_SEED = 2 ** 63   # torch.Generator seeds are 64-bit; DistributedSampler adds the epoch
+
 # Path settings whose "~" is expanded as the shell would (a config file's values never see a shell)
 PATH_KEYS = ("data_root", "out_dir", "checkpoint", "resume", "cache_dir")
 
@@ -409,8 +412,11 @@ def finalize(cfg: Any, world_size: int = 1):
     _require(d.num_workers >= 0, f"config key 'num_workers': must be >= 0, got {d.num_workers}")
     _require(0.0 <= d.max_bad_fraction <= 1.0,
              f"config key 'max_bad_fraction': must be within [0, 1], got {d.max_bad_fraction}")
-    _require(0.0 < d.eval_crop <= 1.0,
-             f"config key 'eval_crop': must be within (0, 1], got {d.eval_crop}")
+    _require(MIN_EVAL_CROP <= d.eval_crop <= 1.0,
+             f"config key 'eval_crop': must be within [{MIN_EVAL_CROP:g}, 1] (the side of the "
+             "centre square as a fraction of the frame height; the paper's is 0.8), got "
+             f"{d.eval_crop:g}: a smaller square sees next to nothing of the frame, and none at all "
+             "in a short one")
     if not d.data_root:
         d.data_root = os.path.join("data", d.dataset)
     _require(cfg.width >= 4 and cfg.width % 4 == 0,
@@ -425,6 +431,8 @@ def finalize(cfg: Any, world_size: int = 1):
     cfg.per_device_batch = cfg.batch_size // world_size
     _require(cfg.epochs >= 0, f"config key 'epochs': must be >= 0, got {cfg.epochs}")
     _require(cfg.seed >= 0, f"config key 'seed': must be >= 0, got {cfg.seed}")
+    _require(cfg.seed < MAX_SEED, f"config key 'seed': must be below 2**63, got {cfg.seed} "
+             "(torch's generators take 64-bit seeds, and the data order adds the epoch to it)")
     _require(cfg.max_steps_per_epoch >= 0, "config key 'max_steps_per_epoch': must be >= 0")
     _require(cfg.dist_timeout_s > 0,
              f"config key 'dist_timeout_s': must be > 0 seconds, got {cfg.dist_timeout_s}")
@@ -450,6 +458,8 @@ def _finalize_pretrain(cfg: PretrainConfig) -> None:
     _require(not (cfg.overwrite and cfg.resume), "config keys 'resume' and 'overwrite': --resume "
              "continues the earlier run, --overwrite replaces it; pass one of them")
     _require(cfg.lr > 0, f"config key 'lr': must be > 0, got {cfg.lr}")
+    _require(cfg.weight_decay >= 0,
+             f"config key 'weight_decay': must be >= 0, got {cfg.weight_decay:g}")
     _require(cfg.temperature > 0, f"config key 'temperature': must be > 0, got {cfg.temperature}")
     _require(len(cfg.warmup_factors) > 0 and all(f > 0 for f in cfg.warmup_factors),
              f"config key 'warmup_factors': expected positive numbers, got {cfg.warmup_factors}")
@@ -458,12 +468,23 @@ def _finalize_pretrain(cfg: PretrainConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"config keys 'w_*': {exc}") from None
     _require(cfg.plateau_patience >= 1, "config key 'plateau_patience': must be >= 1")
+    _require(cfg.data.num_local >= 2 or cfg.w_local_local == cfg.w_global_local == 0,
+             f"config key 'clip_len': {cfg.data.clip_len} gives one local clip (K = clip_len / 4 "
+             "= 1), so the local-local and global-local terms contrast a timestep only with itself "
+             "and are exactly 0; use --clip-len 8 or more, or pass --w-local-local 0 "
+             "--w-global-local 0 to train without them")
     _require(cfg.batch_size >= 2 or cfg.w_ic_global == 0,
              "config key 'batch_size': instance contrast needs at least 2 videos per batch")
 
 
 def _finalize_classify(cfg: ClassifyConfig) -> None:
     _require(cfg.lr > 0, f"config key 'lr': must be > 0, got {cfg.lr}")
+    _require(cfg.weight_decay >= 0,
+             f"config key 'weight_decay': must be >= 0, got {cfg.weight_decay:g}")
+    job = "finetuning" if isinstance(cfg, FinetuneConfig) else "linear evaluation"
+    _require(cfg.epochs >= 1, f"config key 'epochs': must be >= 1 for {job}, got "
+             f"{cfg.epochs} (0 epochs would report an untrained classifier); to measure features "
+             "without training use nn_retrieval.py")
     _require(0.0 <= cfg.val_fraction < 1.0,
              f"config key 'val_fraction': must be within [0, 1), got {cfg.val_fraction}")
     _require(0.0 < cfg.label_fraction <= 1.0,

@@ -69,12 +69,27 @@ def section_names(cls: type) -> tuple[str, ...]:
 
 
 def flatten_mapping(values: Mapping[str, Any], cls: type) -> dict[str, Any]:
-    """A flat key -> value mapping of a file's values, with ``cls``'s sections opened."""
+    """A flat key -> value mapping of a file's values, with ``cls``'s sections opened.
+
+    Raises:
+        ConfigError: a key of ``cls`` placed in a section it does not belong to (``data: {lr:
+            0.1}``); unknown keys are left to the caller's unknown-key check.
+    """
     sections = section_names(cls)
+    hints = typing.get_type_hints(cls)
+    leaves = leaf_fields(cls)
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if key in sections and isinstance(value, dict):
-            flat.update(flatten_mapping(value, cls))
+            own = leaf_fields(hints[key])
+            for inner in value:
+                norm = str(inner).replace("-", "_")
+                if norm in leaves and norm not in own:
+                    home = leaves[norm][0][:-1]
+                    where = f"under '{home[0]}:'" if home else "at the top level"
+                    raise ConfigError(f"config key {inner!r} is under '{key}:' but belongs "
+                                      f"{where}; move it there")
+            flat.update(flatten_mapping(value, hints[key]))
         else:
             flat[key] = value
     return flat

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from atomic_io import write_text
 from confkit.fields import (ConfigError, apply_overrides, flatten_mapping, get_value, is_derived,
                             leaf_fields)
 
@@ -24,9 +25,17 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
                           f"{p / 'config.yaml'})")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    text = p.read_text()
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                          f"at offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}; fix its "
+                          "permissions or pass another --config") from None
+    try:
+        data = (json.loads(text, object_pairs_hook=_json_mapping(p)) if p.suffix == ".json"
+                else yaml.load(text, Loader=_loader(p)))
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
                           f"{exc}") from None
@@ -35,6 +44,35 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: expected a mapping of keys to values at the top level")
     return data
+
+
+def _loader(path: Path) -> type:
+    """A yaml.SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last
+    silently, so one of the two settings would be ignored without a word)."""
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _value in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(f"config file {path}:{line}: key {key!r} is set twice (first "
+                                      f"on line {seen[key]}); keep one of them")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+    return UniqueKeyLoader
+
+
+def _json_mapping(path: Path):
+    """json object_pairs_hook refusing a key written twice in one object."""
+    def build(pairs):
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ConfigError(f"config file {path}: key {key!r} is set twice; keep one of them")
+            out[key] = value
+        return out
+    return build
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -64,14 +102,13 @@ def save_config(cfg: Any, run_dir: str | os.PathLike) -> Path:
 
     Its first line names the config class (read back by :func:`saved_class_name`)."""
     path = Path(run_dir) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
     values = to_dict(cfg)
     header = (f"# Resolved {type(cfg).__name__}. Re-run with: --config {path.name}\n"
               "# Derived fields (recomputed on load, not settable): "
               + ", ".join(n for n, (_p, f, _t) in leaf_fields(type(cfg)).items()
                           if is_derived(f)) + "\n")
-    path.write_text(header + yaml.safe_dump(_strip_derived(cfg, values), sort_keys=False))
-    return path
+    return write_text(path, header + yaml.safe_dump(_strip_derived(cfg, values), sort_keys=False),
+                      "config")
 
 
 def _strip_derived(cfg: Any, values: dict[str, Any]) -> dict[str, Any]:

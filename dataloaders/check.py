@@ -17,7 +17,6 @@ the training datasets skip them by their stated policy).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -25,6 +24,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from atomic_io import WriteError, write_json
 from dataloaders.sampling import min_eval_frames, min_tclr_frames
 from dataloaders.splits import DATASETS, DatasetError, build_video_list, check_split_lists
 from dataloaders.video import VideoDecodeError, count_frames, probe_video
@@ -45,7 +45,9 @@ def scan_video(path: str) -> dict:
         result.update(status="unreadable", reason="a directory, not a video file")
         return result
     if not os.path.exists(path):
-        result.update(status="missing", reason="file not found")
+        reason = (f"a dangling symlink to {os.readlink(path)}" if os.path.islink(path)
+                  else "file not found")
+        result.update(status="missing", reason=reason)
         return result
     try:
         info = probe_video(path)
@@ -164,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             report = {**summarize(scanned, args.min_frames), "subsets": summaries}
             report["too_short"] = [row for one in summaries.values() for row in one["too_short"]]
             report.pop("min_frames")
-        with open(args.json, "w") as handle:
-            json.dump({**report, "notes": notes}, handle, indent=1)
+        try:
+            write_json(args.json, {**report, "notes": notes}, "report", indent=1)
+        except WriteError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if bad:
         print(f"FAILED: {bad} listed videos are missing or unreadable")
     if short:

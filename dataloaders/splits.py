@@ -51,12 +51,73 @@ def _require_file(path: str, hint: str) -> None:
 
 
 def _lines(path: str):
-    """(line number, stripped text) of the non-empty lines of a text file."""
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            text = line.strip()
-            if text:
-                yield number, text
+    """(line number, stripped text) of the non-empty lines of a text file.
+
+    Raises:
+        DatasetError: the file cannot be read (permission) or is not UTF-8 text.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            lines = handle.readlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"split file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}"
+                           f" at offset {exc.start}); restore the original file") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read split file {path}: {_os_reason(exc)}") from None
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text:
+            yield number, text
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied; fix its permissions (chmod a+r, or a+rx for a folder)"
+    return exc.strerror or str(exc)
+
+
+def _listdir(folder: str) -> list[str]:
+    """os.listdir, with an unreadable folder as a DatasetError naming it."""
+    try:
+        return os.listdir(folder)
+    except OSError as exc:
+        raise DatasetError(f"cannot read folder {folder}: {_os_reason(exc)}") from None
+
+
+def _split_entry(entry: str, path: str, number: int, class_dir: str | None = None) -> str:
+    """A split entry as a normalised path below the video folder (as ``os.path.normpath`` would
+    have it, but refusing what leaves the class folder or root on the way), so that
+    ``./Class/x.avi`` and ``Class/x.avi`` name one video for labelling, overlap and duplicate checks.
+
+    Args:
+        entry: the entry as written ("<Class>/<file>" for UCF101, "<file>" for HMDB51).
+        path, number: the split file and line, for messages.
+        class_dir: the class folder the entry lives in when the entry does not name it (HMDB51).
+    Returns:
+        "<class folder>/<...>/<file>" with no ".", ".." or empty parts.
+    Raises:
+        DatasetError: an absolute entry, or one whose ".." leaves its class folder or the dataset
+            root (``Shrink/../Expand/x.avi`` would be labelled Shrink but read from Expand).
+    """
+    if entry.startswith(("/", "\\")) or os.path.isabs(entry):
+        raise DatasetError(f"{path}:{number}: entry {entry!r} is an absolute path; split entries "
+                           "are relative to the dataset's video folder ('<Class>/<file>')")
+    parts = [class_dir] if class_dir is not None else []
+    for part in entry.split("/"):
+        if part in ("", "."):
+            continue
+        if part != "..":
+            parts.append(part)
+        elif len(parts) > 1:
+            parts.pop()
+        else:
+            where = "the dataset root" if not parts else f"its class folder {parts[0]!r}"
+            raise DatasetError(f"{path}:{number}: entry {entry!r} leaves {where} with '..'; "
+                               "write the video's own path '<Class>/<file>' in the split file")
+    if len(parts) < 2:
+        raise DatasetError(f"{path}:{number}: entry {entry!r} names no file inside a class "
+                           "folder; expected '<Class>/<file>'")
+    return "/".join(parts)
 
 
 def _check_split(split: int, subset: str, subsets=SUBSETS) -> None:
@@ -120,14 +181,15 @@ def ucf101_split(root: str, split: int = 1, subset: str = "train") -> tuple[list
         if len(fields) != expected or "/" not in fields[0]:
             form = "'<Class>/<file>.avi <index>'" if subset == "train" else "'<Class>/<file>.avi'"
             raise DatasetError(f"{path}:{number}: expected {form}, got {text!r}")
-        label = _ucf_class_index(fields[0].split("/")[0], lookup, path, number)
+        entry = _split_entry(fields[0], path, number)
+        label = _ucf_class_index(entry.split("/")[0], lookup, path, number)
         if subset == "train":
             if not fields[1].isdigit():
                 raise DatasetError(f"{path}:{number}: class index {fields[1]!r} is not a number")
             if int(fields[1]) != label + 1:
                 raise DatasetError(f"{path}:{number}: class index {fields[1]} disagrees with "
                                    f"classInd.txt ({classes[label]} is {label + 1})")
-        videos.append((fields[0], label))
+        videos.append((entry, label))
     return videos, classes
 
 
@@ -150,7 +212,7 @@ def hmdb51_split(root: str, split: int = 1, subset: str = "train") -> tuple[list
     list_dir = os.path.join(root, "testTrainMulti_7030_splits")
     _require_dir(list_dir, "HMDB51 split folder", HMDB_HINT)
     suffix = f"_test_split{split}.txt"
-    classes = sorted(name[: -len(suffix)] for name in os.listdir(list_dir) if name.endswith(suffix))
+    classes = sorted(name[: -len(suffix)] for name in _listdir(list_dir) if name.endswith(suffix))
     if not classes:
         raise DatasetError(f"{list_dir} has no *{suffix} files. {HMDB_HINT}")
     videos = []
@@ -160,8 +222,9 @@ def hmdb51_split(root: str, split: int = 1, subset: str = "train") -> tuple[list
             fields = text.split()
             if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
                 raise DatasetError(f"{path}:{number}: expected '<file>.avi <0|1|2>', got {text!r}")
+            entry = _split_entry(fields[0], path, number, class_dir=name)
             if fields[1] == _HMDB_IDS[subset]:
-                videos.append((f"{name}/{fields[0]}", label))
+                videos.append((entry, label))
     return videos, classes
 
 
@@ -178,19 +241,18 @@ def _first_existing(paths) -> str | None:
 
 
 def _video_files(folder: str) -> list[str]:
-    return sorted(name for name in os.listdir(folder)
+    return sorted(name for name in _listdir(folder)
                   if name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith("."))
 
 
 def _kinetics_csv(root: str, csv_path: str, video_dir: str, classes: list[str] | None):
     """Rows of an official Kinetics CSV resolved to existing files."""
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        needed = {"label", "youtube_id", "time_start", "time_end"}
-        if reader.fieldnames is None or not needed <= set(reader.fieldnames):
-            raise DatasetError(f"{csv_path}:1: header must contain {sorted(needed)}, got "
-                               f"{reader.fieldnames}")
-        rows = list(enumerate(reader, start=2))
+    reader = csv.DictReader(_csv_text(csv_path))
+    needed = {"label", "youtube_id", "time_start", "time_end"}
+    if reader.fieldnames is None or not needed <= set(reader.fieldnames):
+        raise DatasetError(f"{csv_path}:1: header must contain {sorted(needed)}, got "
+                           f"{reader.fieldnames}")
+    rows = list(enumerate(reader, start=2))
     labels = sorted({row["label"] for _, row in rows})
     classes = classes or labels
     lookup = {name: index for index, name in enumerate(classes)}
@@ -227,7 +289,7 @@ def _kinetics_csv(root: str, csv_path: str, video_dir: str, classes: list[str] |
 
 
 def _class_folders(folder: str) -> list[str]:
-    return sorted(name for name in os.listdir(folder)
+    return sorted(name for name in _listdir(folder)
                   if os.path.isdir(os.path.join(folder, name)) and not name.startswith("."))
 
 
@@ -264,11 +326,22 @@ def kinetics400_split(root: str, split: int = 1, subset: str = "train") -> tuple
 
 
 def _kinetics_csv_classes(csv_path: str) -> list[str]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "label" not in reader.fieldnames:
-            raise DatasetError(f"{csv_path}:1: header has no 'label' column")
-        return sorted({row["label"] for row in reader})
+    reader = csv.DictReader(_csv_text(csv_path))
+    if reader.fieldnames is None or "label" not in reader.fieldnames:
+        raise DatasetError(f"{csv_path}:1: header has no 'label' column")
+    return sorted({row["label"] for row in reader})
+
+
+def _csv_text(csv_path: str) -> list[str]:
+    """The lines of a CSV list (for csv.DictReader); an unreadable file is a DatasetError."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            return handle.readlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{csv_path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                           f"at offset {exc.start}); restore the original file") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {csv_path}: {_os_reason(exc)}") from None
 
 
 # ---------------------------------------------------------------------------------------- folders
@@ -359,7 +432,7 @@ def build_video_list(dataset: str, root: str, split: int = 1, subset: str = "tra
 
 def _listing(folder: str, listings: dict[str, list[str]]) -> list[str]:
     if folder not in listings:
-        listings[folder] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        listings[folder] = sorted(_listdir(folder)) if os.path.isdir(folder) else []
     return listings[folder]
 
 
@@ -387,6 +460,8 @@ def _why_missing(path: str, listings: dict[str, list[str]]) -> str:
     import difflib
     if os.path.isdir(path):
         return f"{path} (a directory, not a video file)"
+    if os.path.islink(path):
+        return f"{path} (a dangling symlink to {os.readlink(path)}, which does not exist)"
     folder, name = os.path.split(path)
     if not os.path.isdir(folder):
         parent, wanted = os.path.split(folder)
@@ -401,6 +476,24 @@ def _why_missing(path: str, listings: dict[str, list[str]]) -> str:
     return path + (f" (near match on disk: {', '.join(close)})" if close else "")
 
 
+def require_classes(train: list, test: list, what: str) -> None:
+    """Refuse an evaluation on fewer than two classes: every prediction is then right (100%).
+
+    Args:
+        train, test: [(path, label)] of the train (gallery) and test (query) lists.
+        what: names the split in the message.
+    Raises:
+        DatasetError: the train or the test list holds videos of fewer than two classes.
+    """
+    for name, videos in (("train", train), ("test", test)):
+        labels = sorted({int(label) for _, label in videos})
+        if len(labels) < 2:
+            held = f"only class {labels[0]}" if labels else "no video"
+            raise DatasetError(f"{what}: the {name} list holds {held}; an evaluation needs at "
+                               "least two classes (with one, every prediction is right and the "
+                               "result reads 100%). Add classes to the split files")
+
+
 def check_split_lists(train: list, test: list, what: str) -> list[str]:
     """Refuse a video listed in both the train and the test list; describe duplicate lines.
 
@@ -413,6 +506,9 @@ def check_split_lists(train: list, test: list, what: str) -> list[str]:
         DatasetError: a video is in both lists (an evaluation on it measures memorisation).
     """
     from collections import Counter
+    # the readers already normalise their entries; a list built elsewhere may not have
+    train = [(os.path.normpath(p), y) for p, y in train]
+    test = [(os.path.normpath(p), y) for p, y in test]
     both = sorted({p for p, _ in train} & {p for p, _ in test})
     if both:
         raise DatasetError(f"{what}: {len(both)} videos are listed in both the train and the test "

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from atomic_io import write_text
+
 
 def stratified_pick(videos: list, fraction: float, seed: int, stream: int,
                     keep_min: int = 0, take_min: int = 0) -> tuple[list, list]:
@@ -73,4 +75,5 @@ def split_train_videos(videos: list, cfg: Any) -> tuple[list, list]:
 
 def write_video_list(path: Path, videos: list, root: str) -> None:
     """One "<path relative to root> <0-based label>" line per video (label = the last field)."""
-    path.write_text("".join(f"{os.path.relpath(p, root)} {int(y)}\n" for p, y in videos))
+    write_text(path, "".join(f"{os.path.relpath(p, root)} {int(y)}\n" for p, y in videos),
+               "video list")

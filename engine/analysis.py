@@ -13,7 +13,6 @@ The backbones end in ReLU, so the features are non-negative and every similarity
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from atomic_io import write_json
 from config import ConfigError, RetrievalConfig
 from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader, seed_everything,
                            setup_run)
@@ -285,6 +285,6 @@ def write_outputs(ctx: RunContext, document: dict[str, Any]) -> None:
         lines.append(f"{label:40s} {entry['mean_offdiag']:28.4f} {entry['num_videos']:7d}")
     save_figure(similarity_figure(document), ctx.run_dir / "similarity_all.png")
     path = ctx.run_dir / RESULTS_FILE
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    write_json(path, document)
     ctx.logger.info("temporal diversity (lower = timesteps differ more):\n" + "\n".join(lines)
                     + f"\nwrote {path} and similarity_*.png in {ctx.run_dir}")

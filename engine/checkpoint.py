@@ -2,13 +2,13 @@
 
 Every checkpoint this project writes holds plain tensors, numbers, strings, lists and dicts only,
 so it loads with ``torch.load(..., weights_only=True)``: opening a file never runs code from it.
-Writes go to a temporary file in the same folder, are flushed and fsync'ed, then renamed over the
-target: a kill at any moment leaves either the old or the new file, never a torn one.
+Writes go through atomic_io.atomic_write: a temporary file in the same folder, flushed and fsync'ed,
+then renamed over the target; a kill at any moment leaves either the old or the new file, never a
+torn one, and a failed write (full disk, permission) removes its temporary file.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 from pathlib import Path
@@ -17,23 +17,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from atomic_io import WriteError, atomic_write
 from engine.errors import NonFiniteWeightsError
 from models.weights import CheckpointError, check_r2plus1d_layout, read_checkpoint
-from user_errors import UserError
 
 FORMAT = "tclr-repro"
 FORMAT_VERSION = 1
 
 
-class CheckpointWriteError(UserError, RuntimeError):
+class CheckpointWriteError(WriteError, RuntimeError):
     """Writing a checkpoint failed; the previous file at the target path is untouched."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` atomically (temp file + fsync + rename).
+def atomic_save(obj: Any, path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """``torch.save`` to ``path`` atomically (atomic_io.atomic_write: temp file + fsync + rename).
 
     Raises:
-        CheckpointWriteError: on any OSError (full disk, permissions); the message says which.
+        CheckpointWriteError: the write failed (full disk, permissions, name too long); the
+            temporary file is removed and the previous file intact; the message says which.
         NonFiniteWeightsError: ``obj["model"]`` holds NaN or infinite values (nothing written).
     """
     path = Path(path)
@@ -41,23 +42,10 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         require_finite(obj["model"], f"refusing to write checkpoint {path}: the model's weights",
                        f" The previous {path.name}, if any, is intact. Training diverged: lower "
                        "--lr, or use --amp off")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        _remove_stale_temps(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        why = ("the disk is full; free space or point --out-dir elsewhere"
-               if exc.errno == errno.ENOSPC else str(exc))
-        raise CheckpointWriteError(f"could not write checkpoint {path}: {why}. "
-                                   f"The previous {path.name}, if any, is intact.") from exc
-    return path
+        return atomic_write(path, lambda handle: torch.save(obj, handle), what)
+    except WriteError as exc:
+        raise CheckpointWriteError(str(exc)) from exc.__cause__
 
 
 def nonfinite_tensors(state: dict) -> tuple[list[str], int]:
@@ -75,27 +63,6 @@ def require_finite(state: dict, what: str, hint: str = "") -> None:
     if bad:
         raise NonFiniteWeightsError(f"{what} hold NaN or inf values ({len(bad)} of {total} "
                                     f"tensors, first {bad[0]!r}).{hint}")
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temporary files of ``path`` left by writers killed mid-write (each as big as a
-    checkpoint: a job preempted often would otherwise fill the disk with them). Only one process
-    writes a run's checkpoints, so after our own write succeeded every other one is stale."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some filesystems do not allow opening folders; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # fsync on a directory is unsupported on some filesystems; best effort only
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -32,7 +32,7 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     """Video lists, subsets (written to the run folder) and loaders."""
     from dataloaders import batching
     from dataloaders import datasets as ds
-    from dataloaders.splits import build_video_list, check_split_lists
+    from dataloaders.splits import build_video_list, check_split_lists, require_classes
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
     train_all, class_names = build_video_list(d.dataset, d.data_root, split=d.split, subset="train")
@@ -44,6 +44,7 @@ def build_data(cfg: ClassifyConfig, ctx: RunContext) -> ClassifyData:
     for note in check_split_lists(train_all, test_videos, f"{d.dataset} split {d.split} under "
                                                           f"{d.data_root}"):
         ctx.logger.warning(note)
+    require_classes(train_all, test_videos, f"{d.dataset} split {d.split} under {d.data_root}")
     ds.check_eval_lengths(test_videos, d.clip_len, d.train_stride, f"{d.dataset} split {d.split} "
                                                                     "test")
     train_videos, val_videos = split_train_videos(train_all, cfg)

@@ -4,9 +4,9 @@ evaluation is done)."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
+from atomic_io import write_json
 from config import ClassifyConfig
 from engine import metrics
 from engine.common import RunContext
@@ -123,7 +123,7 @@ def write_outputs(ctx: RunContext, results: dict, test: EvalResult, class_names:
     if ctx.tb.writer is not None:
         ctx.tb.scalars({"top1": results["top1"], "top5": results["top5"]}, 0, "test/")
     visualize.write_training_curves(run_dir, ctx.tb.writer)      # loss and lr per epoch
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(run_dir / "results.json", results)
     ctx.jsonl.write({"final": True, **{k: results[k] for k in ("top1", "top5", "num_videos")}})
     for note in results["notes"]:
         ctx.logger.info(f"note: {note}")

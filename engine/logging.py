@@ -5,6 +5,7 @@ Only rank 0 writes files; other ranks log warnings and errors to the console onl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from atomic_io import WriteError, append_text, write_error
 from engine.distributed import get_rank
 
 _FMT = "%(asctime)s [%(levelname)s] %(message)s"
@@ -37,11 +39,40 @@ def get_logger(name: str = "tclr", run_dir: str | os.PathLike | None = None) -> 
     if run_dir is not None and rank == 0:
         path = str(Path(run_dir) / "log.txt")
         if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in logger.handlers):
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            fh = logging.FileHandler(path)
+            try:
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                fh = RunLogFile(path)
+            except OSError as exc:
+                raise write_error(path, exc, "log", kept=False) from exc
             fh.setFormatter(logging.Formatter(_FMT))
             logger.addHandler(fh)
     return logger
+
+
+class RunLogFile(logging.FileHandler):
+    """log.txt: a FileHandler whose failed write (full disk, permission) ends the job with one
+    WriteError naming the file and the cause, instead of logging's "--- Logging error ---"
+    traceback on every later line; after that the file is left alone (the console keeps logging,
+    so the final ``error:`` line still shows)."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        error = write_error(self.baseFilename, exc, "log", kept=False) if exc is not None else None
+        if error is None:
+            super().handleError(record)
+            return
+        self.failed = True
+        try:
+            self.close()
+        except OSError:
+            pass   # flushing the buffered rest fails the same way; the file is given up
+        raise error from exc
 
 
 class PendingRecords(logging.Handler):
@@ -62,7 +93,10 @@ def log_to_files(message: str, level: int = logging.ERROR, name: str = "tclr") -
     record = logger.makeRecord(name, level, __file__, 0, message, None, None)
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+            try:
+                handler.handle(record)
+            except WriteError:
+                pass   # log.txt cannot be written: the console line is the record
 
 
 class JsonlLog:
@@ -77,8 +111,7 @@ class JsonlLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record, default=_json_default) + "\n")
+        append_text(self.path, json.dumps(record, default=_json_default) + "\n", "log")
 
 
 def _json_default(obj: Any):
@@ -96,18 +129,36 @@ class TensorBoard:
         self.writer = None
         if enabled and get_rank() == 0:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(log_dir))
+            try:
+                self.writer = SummaryWriter(log_dir=str(log_dir))
+            except OSError as exc:
+                raise write_error(log_dir, exc, "TensorBoard events", kept=False) from exc
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         if self.writer is None:
             return
-        for key, value in values.items():
-            self.writer.add_scalar(prefix + key, float(value), step)
+        with self.failing_writes():
+            for key, value in values.items():
+                self.writer.add_scalar(prefix + key, float(value), step)
+
+    @contextlib.contextmanager
+    def failing_writes(self):
+        """Turn the event writer's failure (its thread's OSError, raised on the next call) into a
+        WriteError naming the TensorBoard folder and the cause."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            error = write_error(self.writer.log_dir, exc, "TensorBoard events", kept=False)
+            if error is None:
+                raise
+            self.writer = None   # the events are given up; the other outputs stay as they are
+            raise error from exc
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+            with self.failing_writes():
+                self.writer.flush()
+                self.writer.close()
 
 
 def git_revision() -> str:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from atomic_io import write_text
+
 
 # --------------------------------------------------------------------------------------------
 # Classification
@@ -171,8 +173,7 @@ def write_per_class_csv(path: str | os.PathLike, class_names: Sequence[str], acc
     for i, name in enumerate(class_names):
         value = "" if math.isnan(acc[i]) else f"{acc[i]:.2f}"
         lines.append(f"{i},{_csv_field(name)},{int(support[i])},{value}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n", "table")
 
 
 def write_confusion_csv(path: str | os.PathLike, class_names: Sequence[str],
@@ -182,8 +183,7 @@ def write_confusion_csv(path: str | os.PathLike, class_names: Sequence[str],
     lines = ["true\\predicted," + ",".join(_csv_field(n) for n in class_names)]
     for name, row in zip(class_names, cm):
         lines.append(_csv_field(name) + "," + ",".join(str(int(v)) for v in row))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n", "table")
 
 
 def _csv_field(text: str) -> str:
@@ -314,8 +314,7 @@ def write_per_class_recall_csv(path: str | os.PathLike, class_names: Sequence[st
     for i, name in enumerate(class_names):
         values = ["" if math.isnan(v) else f"{v:.2f}" for v in recall[i]]
         lines.append(f"{i},{_csv_field(name)},{int(support[i])}," + ",".join(values))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n", "table")
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +346,9 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ResultsFileError(f"{p} is not valid JSON ({exc}); rerun the job that wrote it, "
                                    "or delete it") from None
+        except OSError as exc:
+            raise ResultsFileError(f"cannot read {p}: {exc.strerror or exc}; fix its permissions "
+                                   "or leave its folder out") from None
         if not isinstance(data, dict):
             raise ResultsFileError(f"{p} holds a JSON {type(data).__name__}, not the object a "
                                    "job writes; rerun the job that wrote it, or delete it")

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from atomic_io import write_json, write_text
 from config import RetrievalConfig
 from engine import checkpoint as ckpt_io
 from engine import metrics
@@ -33,6 +34,7 @@ from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make
                            run_job, seed_everything)
 from engine.distributed import all_gather_objects, barrier
 from engine.errors import NonFiniteWeightsError
+from models.weights import check_checkpoint_file
 
 CACHE_VERSION = 2   # 2: keyed by checkpoint content and each video's size and mtime
 
@@ -139,6 +141,7 @@ def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
                                       "checkpoint file (a run's are in its checkpoints/ folder)")
     if not p.is_file():
         raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint}: no such file")
+    check_checkpoint_file(p)   # unreadable, or a JSON/text file: say so before hashing it
     return {"init": "checkpoint", "path": str(p), "sha256": file_sha256(p)}
 
 
@@ -253,7 +256,8 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
     ctx.logger.info(f"{subset}: extracted features of {len(videos)} videos x {cfg.num_clips} clips "
                     f"in {time.time() - t0:.1f} s -> {path}")
     if ctx.dist.is_main:
-        ckpt_io.atomic_save({"key": key, "features": features, "labels": labels}, path)
+        ckpt_io.atomic_save({"key": key, "features": features, "labels": labels}, path,
+                            "feature cache")
     barrier()
     return FeatureSet(features, labels, [p for p, _ in videos])
 
@@ -265,7 +269,7 @@ def run(cfg: RetrievalConfig) -> dict:
 
 def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
     from dataloaders.datasets import check_eval_lengths
-    from dataloaders.splits import build_video_list, check_split_lists
+    from dataloaders.splits import build_video_list, check_split_lists, require_classes
     from engine.rundir import check_writable_dir
     ensure_dataset(cfg, ctx.logger)
     d = cfg.data
@@ -275,6 +279,7 @@ def _run(cfg: RetrievalConfig, ctx: RunContext) -> dict:
     for note in check_split_lists(gallery_videos, query_videos,
                                   f"{d.dataset} split {d.split} under {d.data_root}"):
         ctx.logger.warning(note)
+    require_classes(gallery_videos, query_videos, f"{d.dataset} split {d.split} under {d.data_root}")
     check_writable_dir(cache_file(cfg, {"subset": ""}).parent, "--cache-dir")
     lazy = _LazyBackbone(cfg, ctx)
     to_extract = [(subset, videos) for subset, videos in (("train", gallery_videos),
@@ -361,7 +366,7 @@ def write_outputs(ctx: RunContext, results: dict, queries: FeatureSet, gallery: 
     if ctx.tb.writer is not None:
         ctx.tb.scalars({k: v for k, v in results.items()
                         if k.startswith("recall@") and not k.endswith("_hits")}, 0, "retrieval/")
-    (ctx.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(ctx.run_dir / "results.json", results)
     for note in results["notes"]:
         ctx.logger.info(f"note: {note}")
     ctx.logger.info(summary_line(results, cfg.ks))
@@ -428,7 +433,7 @@ def write_grid(ctx: RunContext, queries: FeatureSet, gallery: FeatureSet,
                  f"{name(gallery.labels[j])} ({Path(gallery.paths[j]).name})" for j in nbrs]
         query = f"{name(queries.labels[qi])} ({Path(queries.paths[qi]).name})"
         lines.append(f"{row}: {query} -> " + ", ".join(cells))
-    (ctx.run_dir / "retrieval_grid.txt").write_text("\n".join(lines) + "\n")
+    write_text(ctx.run_dir / "retrieval_grid.txt", "\n".join(lines) + "\n", "retrieval grid")
     ctx.logger.info(f"retrieval picture grid ({len(chosen)} queries x top-{k} filmstrips; tick + "
                     f"solid frame = same class, cross + dashed = other class) -> {path}")
     return path

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from atomic_io import write_error
 from engine.errors import RunFolderError
 
 LOCK_NAME = ".run.lock"
@@ -122,8 +123,12 @@ class RunLock:
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                   "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(record).encode(), 0)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(record).encode(), 0)
+        except OSError as exc:   # a full disk refuses even these few bytes
+            self.release(abandon=True)
+            raise write_error(self.path, exc, "run lock", kept=False) from exc
 
     def _acquire(self) -> int:
         while True:

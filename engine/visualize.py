@@ -26,6 +26,8 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
+from atomic_io import atomic_write, write_error
+
 CMAP = "Blues"
 TICK = "\u2713"     # same class as the query
 CROSS = "\u2717"    # another class
@@ -48,12 +50,18 @@ def save_figure(fig: Figure, path: str | os.PathLike, tb_writer=None, tag: str |
         The PNG path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi,
+                                                  facecolor="white"), "picture")
     if tb_writer is not None:
         if not tag:
             raise ValueError("save_figure: a TensorBoard writer needs a tag")
-        tb_writer.add_figure(tag, fig, global_step=0)
+        try:
+            tb_writer.add_figure(tag, fig, global_step=0)
+        except (OSError, RuntimeError) as exc:   # the event writer's thread failed to write
+            error = write_error(tb_writer.log_dir, exc, "TensorBoard events", kept=False)
+            if error is None:
+                raise
+            raise error from exc
     return path
 
 

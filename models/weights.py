@@ -187,6 +187,7 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
                               "checkpoints are files in its checkpoints/ folder, e.g. latest.pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
+    check_checkpoint_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -207,6 +208,34 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
         return torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, AttributeError, ImportError, *LOAD_ERRORS) as err:
         raise _corrupt(path, err) from err
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Refuse, by its first bytes, a file that cannot be read or is no checkpoint at all, before
+    torch.load calls it "truncated or corrupt".
+
+    Raises:
+        CheckpointError: permission denied (or another read error), or a JSON or text file.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        why = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or str(exc)
+        raise CheckpointError(f"cannot read checkpoint {path}: {why}; fix its permissions or "
+                              "point --checkpoint / --resume at another file") from None
+    if head.startswith((b"PK\x03\x04", b"\x80")) or not head:   # zip (torch.save) or pickle
+        return
+    text = head.lstrip()
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(text) - 4:    # a multi-byte character cut by the 512-byte read is text
+            return
+    kind = "a JSON file" if text[:1] in (b"{", b"[") else "a text file"
+    first = text.split(b"\n", 1)[0][:60].decode("utf-8", errors="replace")
+    raise CheckpointError(f"{path} is not a checkpoint: {kind} (it begins {first!r}); "
+                          "point --checkpoint / --resume at a .pth file written by torch.save")
 
 
 def _corrupt(path: Path, err: Exception) -> CheckpointError:

@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
+from atomic_io import WriteError, write_text  # noqa: E402
 from engine.metrics import (ResultsFileError, aggregate_results, format_mean_std,  # noqa: E402
                             load_results)
 
@@ -364,8 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        try:
+            write_text(out, text, "table")
+        except WriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"(written to {out})", file=sys.stderr)
     return 0
 

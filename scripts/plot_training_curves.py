@@ -28,10 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run folders with a log.jsonl")
     args = parser.parse_args(argv)
     from engine.visualize import write_training_curves
+    from user_errors import UserError
     for run_dir in args.run_dirs:
         try:
             path = write_training_curves(run_dir)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, UserError) as exc:   # UserError: the picture cannot be written
             print(f"error: {exc}", file=sys.stderr)
             return 2
         done = f"wrote {path}" if path else "no epoch finished yet, nothing drawn"

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from atomic_io import WriteError, write_error, write_text
 from dataloaders.synthetic.designs import (CLASS_REGISTRY, DEFAULT_DESIGN, DESIGNS,
                                            SyntheticDatasetError, class_names, get_design)
 from dataloaders.synthetic.layout import (LAYOUTS, NUM_SPLITS, SPLIT_FOLDERS, VideoEntry,
@@ -90,9 +91,7 @@ def _write_manifest(out: Path, arguments: dict, fourcc: str, entries: Sequence[V
     manifest = {"generator": "dataloaders.synthetic", "arguments": arguments, "complete": complete,
                 "fourcc": fourcc, "class_names": sorted({e.class_name for e in entries}),
                 "entries": sorted(top_level), "videos": [asdict(e) for e in entries]}
-    tmp = out / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    tmp.replace(out / MANIFEST_NAME)
+    write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=1), "synthetic dataset manifest")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,6 +190,18 @@ def generate(out: str | Path, classes: int = 10, videos_per_class: int = 12, fra
     _validate(classes, videos_per_class, frames, width, height, layout, fps, workers, design)
     out = Path(out)
     arguments = _arguments(classes, videos_per_class, frames, width, height, seed, layout, fps, design)
+    try:
+        return _generate(out, arguments, classes, videos_per_class, frames, width, height, seed,
+                         layout, fps, workers, progress, overwrite, design, start)
+    except OSError as exc:   # a folder that cannot be made or written (permission, full disk)
+        target = exc.filename or out
+        error = write_error(target, exc, "synthetic dataset", kept=False)
+        raise error from exc
+
+
+def _generate(out: Path, arguments: dict, classes: int, videos_per_class: int, frames: int,
+              width: int, height: int, seed: int, layout: str, fps: float, workers: int,
+              progress: bool, overwrite: bool, design: str, start: float) -> GenerationSummary:
     if _prepare_folder(out, arguments, overwrite):
         return _summary(out, read_manifest(out), True, time.perf_counter() - start)
     fourcc = pick_fourcc(out, width, height, fps)
@@ -248,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = generate(args.out, args.classes, args.videos_per_class, args.frames, args.width,
                            args.height, args.seed, args.layout, args.fps, args.workers,
                            progress=not args.quiet, overwrite=args.overwrite, design=args.design)
-    except SyntheticDatasetError as err:
+    except (SyntheticDatasetError, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     verb = "already present, skipped" if summary.skipped else f"written in {summary.seconds:.1f} s"

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from atomic_io import write_text
 from dataloaders.synthetic.designs import (DEFAULT_DESIGN, SyntheticDatasetError, get_design,
                                            hmdb_class_name)
 
@@ -123,9 +124,8 @@ def plan_videos(kinds: Sequence[str], videos_per_class: int, layout: str, seed: 
 
 
 def _write_text(path: Path, lines: Sequence[str], eol: str) -> None:
-    # newline="" so Python writes the line ends exactly as given
-    with open(path, "w", encoding="ascii", newline="") as handle:
-        handle.write("".join(line + eol for line in lines))
+    # bytes, so the line ends are exactly as given
+    write_text(path, "".join(line + eol for line in lines), "split file", encoding="ascii")
 
 
 def write_split_files(root: Path, entries: Sequence[VideoEntry], layout: str) -> None:

@@ -7,7 +7,9 @@ frame back (dataloaders.video counts them).
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +17,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from atomic_io import disk_full, write_error
 from dataloaders.synthetic.designs import (DEFAULT_DESIGN, SPRITE_SIZE, TEMPORAL_CLASSES,
                                            TRAJECTORY_BACKGROUND,
                                            TRAJECTORY_FOREGROUND, TRAJECTORY_HALF_SIZE,
@@ -258,6 +261,9 @@ def write_video(spec: VideoSpec) -> str:
     written = _write_frames(path, render_frames(spec), spec.fourcc, spec.fps, (spec.width, spec.height))
     decoded = _decodable_frames(path)
     if decoded != written:
+        if disk_full(path):   # OpenCV's writer drops what the disk refuses without a word
+            raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "video",
+                              kept=False)
         raise SyntheticDatasetError(
             f"{path}: wrote {written} frames with fourcc {spec.fourcc} but OpenCV decodes {decoded}")
     return spec.path

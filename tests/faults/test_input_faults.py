@@ -154,3 +154,187 @@ def test_release_checkpoint_needs_trust_flag(tiny_ucf, tmp_path, release_checkpo
     trusted = run_script("train_linear.py", *args, *flag)
     assert trusted.returncode == 0, trusted.output[-3000:]
     assert json.loads((out / "results.json").read_text())["init_source"] == "release"
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 25, "also found": each one error line, exit 2, nothing written
+# --------------------------------------------------------------------------------------------
+
+def refuse_reading(monkeypatch, *targets: Path) -> None:
+    """Make ``open`` of ``targets`` fail as the OS refuses a file this user may not read (chmod
+    does not stop root, so the refusal is planted; children forked by run_script inherit it)."""
+    import builtins
+    import io
+    real_open = builtins.open
+    refused = {str(t) for t in targets}
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file) in refused:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    monkeypatch.setattr(io, "open", refusing_open)
+
+
+def test_config_file_not_utf8(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_bytes("seed: 1\n# r\u00e9sum\u00e9 of the run\n".encode("latin-1"))
+    result = run_script("train_pretrain.py", "--config", str(config),
+                        "--out-dir", str(tmp_path / "out"))
+    assert_clean_error(result, str(config), "is not UTF-8 text", "save it as UTF-8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_config_file(tmp_path, monkeypatch):
+    config = tmp_path / "run.yaml"
+    config.write_text("seed: 1\n")
+    refuse_reading(monkeypatch, config)
+    result = run_script("train_linear.py", "--config", str(config),
+                        "--out-dir", str(tmp_path / "out"))
+    assert_clean_error(result, f"cannot read config file {config}", "Permission denied")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("lr: 0.001\nseed: 1\nlr: 0.1\n", ("key 'lr' is set twice", "run.yaml:3", "line 1")),
+    ("data:\n  split: 2\n  lr: 0.1\n", ("config key 'lr' is under 'data:'", "at the top level")),
+    ("seed: 1\ndata:\n  split: 2\n  split: 3\n", ("key 'split' is set twice",)),
+], ids=["duplicate-key", "key-in-wrong-section", "duplicate-in-section"])
+def test_config_file_structure(tmp_path, text, fragments):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    result = run_script("train_pretrain.py", "--config", str(config),
+                        "--out-dir", str(tmp_path / "out"))
+    assert_clean_error(result, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script, args, fragments", [
+    ("train_pretrain.py", ["--seed", str(2 ** 64)], ("'seed': must be below 2**63",)),
+    ("train_pretrain.py", ["--weight-decay=-0.1"], ("'weight_decay': must be >= 0",)),
+    ("train_linear.py", ["--weight-decay=-1e-4"], ("'weight_decay': must be >= 0",)),
+    ("nn_retrieval.py", ["--eval-crop", "0.01"], ("'eval_crop': must be within [0.1, 1]",)),
+    ("train_linear.py", ["--epochs", "0"], ("'epochs': must be >= 1 for linear evaluation",)),
+    ("train_pretrain.py", ["--clip-len", "4"], ("'clip_len': 4 gives one local clip",
+                                                "exactly 0", "--w-local-local 0")),
+], ids=["seed-65-bits", "negative-wd-pretrain", "negative-wd-linear", "tiny-eval-crop",
+        "linear-zero-epochs", "clip-len-4"])
+def test_refused_at_config_validation(tiny_ucf, tmp_path, script, args, fragments):
+    """Refused before start-up: no banner, no run folder, no picture of an untrained model."""
+    out = tmp_path / "out"
+    result = run_script(script, *eval_args(tiny_ucf, out, *args))
+    assert_clean_error(result, *fragments)
+    assert "===" not in result.output and not out.exists()
+
+
+def test_clip_len_4_without_the_local_terms_is_accepted(tmp_path):
+    import config
+    cfg, _ = config.parse_config("pretrain", ["--clip-len", "4", "--w-local-local", "0",
+                                              "--w-global-local", "0"])
+    assert cfg.data.num_local == 1
+
+
+def test_one_class_dataset_in_an_evaluation(tiny_ucf, tmp_path):
+    import shutil
+    root = tmp_path / "one_class"
+    shutil.copytree(tiny_ucf, root)
+    lists = root / "ucfTrainTestlist"
+    for name in ("trainlist01.txt", "testlist01.txt"):
+        keep = [line for line in (lists / name).read_text().splitlines()
+                if line.startswith("Expand/")]
+        (lists / name).write_text("\n".join(keep) + "\n")
+    for script, args in (("train_linear.py", ["--epochs", "1", "--batch-size", "2",
+                                              "--select", "last"]),
+                         ("nn_retrieval.py", [])):
+        out = tmp_path / script
+        result = run_script(script, *eval_args(root, out, *args))
+        assert_clean_error(result, "the train list holds only class", "at least two classes")
+        assert not out.exists()
+
+
+def test_unreadable_split_file_to_retrieval(tiny_ucf, tmp_path, monkeypatch):
+    split = tiny_ucf / "ucfTrainTestlist" / "testlist01.txt"
+    refuse_reading(monkeypatch, split)
+    result = run_script("nn_retrieval.py", *eval_args(tiny_ucf, tmp_path / "ret"))
+    assert_clean_error(result, f"cannot read split file {split}", "permission denied")
+    assert not (tmp_path / "ret").exists()
+
+
+def test_unreadable_class_folder_to_retrieval(tiny_ucf, tmp_path, monkeypatch):
+    """As for a chmod 000 folder: its files cannot be stat'ed, the folder cannot be listed."""
+    import os
+    import shutil
+    root = tmp_path / "ucf"
+    shutil.copytree(tiny_ucf, root)
+    folder = str(root / "UCF-101" / "Shrink")
+    real_stat, real_listdir = os.stat, os.listdir
+
+    def stat(path, *args, **kwargs):
+        if str(path).startswith(folder + os.sep):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    def listdir(path="."):
+        if str(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_listdir(path)
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "listdir", listdir)
+    result = run_script("nn_retrieval.py", *eval_args(root, tmp_path / "ret"))
+    assert_clean_error(result, f"cannot read folder {folder}", "permission denied")
+    assert not (tmp_path / "ret").exists()
+
+
+def test_unreadable_checkpoint_to_retrieval(tiny_ucf, base_run, tmp_path, monkeypatch):
+    path = copy_run(base_run, tmp_path / "copy") / "checkpoints" / "best.pth"
+    refuse_reading(monkeypatch, path)
+    result = run_script("nn_retrieval.py", *eval_args(tiny_ucf, tmp_path / "ret",
+                                                      "--checkpoint", str(path)))
+    message = assert_clean_error(result, f"cannot read checkpoint {path}", "permission denied")
+    assert "truncated or corrupt" not in message
+    assert not (tmp_path / "ret").exists()
+
+
+@pytest.mark.parametrize("text, kind", [('{"top1": 61.2}\n', "a JSON file"),
+                                        ("epoch,loss\n1,3.2\n", "a text file")])
+def test_json_or_text_file_as_checkpoint(tiny_ucf, tmp_path, text, kind):
+    path = tmp_path / "results.pth"
+    path.write_text(text)
+    result = run_script("train_linear.py", *eval_args(tiny_ucf, tmp_path / "lin",
+                                                      "--checkpoint", str(path)))
+    message = assert_clean_error(result, f"{path} is not a checkpoint: {kind}")
+    assert "truncated or corrupt" not in message
+
+
+def test_dangling_video_symlink(tiny_ucf, tmp_path):
+    import shutil
+    root = tmp_path / "ucf"
+    shutil.copytree(tiny_ucf, root)
+    video = root / "UCF-101" / (root / "ucfTrainTestlist" / "trainlist01.txt").read_text().split()[0]
+    target = tmp_path / "moved" / video.name
+    video.unlink()
+    video.symlink_to(target)
+    result = run_script("train_linear.py", *eval_args(root, tmp_path / "lin"))
+    message = assert_clean_error(result, f"{video} (a dangling symlink to {target}")
+    assert "near match" not in message
+
+
+def test_synthetic_generator_into_unwritable_folder(tmp_path, monkeypatch, capsys):
+    """The generator refuses as the OS does for a folder this user may not write into."""
+    import os
+    from dataloaders.synthetic import generator
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if str(path).startswith(str(parent) + os.sep):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    out = parent / "synthetic"
+    assert generator.main(["--out", str(out), "--classes", "2", "--videos-per-class", "4",
+                           "--frames", "8", "--width", "16", "--height", "16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not write synthetic dataset {out}: permission denied"), err
+    assert list(parent.iterdir()) == []
