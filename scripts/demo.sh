@@ -36,6 +36,8 @@ done
 # docs show. Not chosen by trying seeds.
 bash "$(dirname "${BASH_SOURCE[0]}")/learning_demo.sh" --out "$OUT" --seeds 0 --data-seed 0 \
     --variants "$VARIANTS" "${ARGS[@]}"
+info "more pictures: retrieval grids and Recall@k in $OUT/*/seed0/retrieval/, the" \
+     "probe's confusion matrices in $OUT/*/seed0/linear/"
 info "reading: TCLR learnt if its linear top-1 is well above random init's (chance 16.7%) and its" \
      "timestep similarity lower; retrieval R@1 at this scale is not a reliable sign" \
      "(docs/demos.md#the-quick-start-demo)"
