@@ -28,9 +28,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synthetic_classes": 6, "synthetic_videos_per_class": 30, "synthetic_frames": 96,
         "synthetic_width": 64, "synthetic_height": 48, **_MONITOR,
     },
-    # The learning demo (scripts/learning_demo.sh): a width-8 R3D-18 at 24 px (about 1.2 s per step
-    # of 20 videos on one idle core) on the "switch" design, enough videos for 324 test queries
-    # (docs/demos.md).
+    # The learning demo (scripts/learning_demo.sh; scripts/demo.sh runs one seed of it): a width-8
+    # R3D-18 at 24 px (about 1.2 s per step of 20 videos on one idle core) on the "switch" design,
+    # enough videos for 324 test queries (docs/demos.md).
     "learning": {
         "dataset": "synthetic", "data_root": "data/synthetic_switch", "backbone": "r3d18",
         "width": 8, "resolution": 24, "num_workers": 2, "amp": "off", "batch_size": 20,
@@ -40,8 +40,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "monitor_every": 1, "monitor_videos": 20, "monitor_clips": 2,
     },
 }
-# The linear probe of the CPU demos (demo.sh, mini_ablation.sh): the last epoch, no held-out videos,
-# 3 test clips, and BatchNorm statistics that keep updating (the release's protocol; frozen
+# The linear probe of the CPU demos (mini_ablation.sh; demo.sh and learning_demo.sh pass the same
+# flags): the last epoch, no held-out videos, 3 test clips, and BatchNorm statistics that keep updating (the release's protocol; frozen
 # statistics would judge a random backbone with its uncalibrated initial ones).
 DEMO_LINEAR_PROBE = {"bn_mode": "train", "select": "last", "val_fraction": 0.0, "num_test_clips": 3}
 PRESETS["demo_linear"] = {**PRESETS["demo"], **DEMO_LINEAR_PROBE}
@@ -55,10 +55,11 @@ PRESET_HELP: dict[str, str] = {
     "k400_r3d18": "Kinetics-400 pretraining with R3D-18 (112 px, full width)",
     "k400_r2plus1d18": "Kinetics-400 pretraining with R(2+1)D-18",
     "demo": "CPU-sized: a narrow R3D-18 (width 16, 32 px) on small generated synthetic videos "
-            "(6 classes x 30 videos; scripts/demo.sh)",
+            "(6 classes x 30 videos, the 'varied' design; scripts/mini_ablation.sh, "
+            "scripts/retrieval_curve.sh)",
     "demo_linear": "demo with the CPU demos' linear probe: the last epoch, no held-out videos, 3 "
-                   "test clips, BatchNorm statistics updating (scripts/demo.sh, "
-                   "scripts/mini_ablation.sh)",
+                   "test clips, BatchNorm statistics updating (scripts/mini_ablation.sh)",
     "learning": "the learning demo: a width-8 R3D-18 at 24 px on the generated 'switch' design, "
-                "6 classes x 180 videos, 324 test queries (scripts/learning_demo.sh)",
+                "6 classes x 180 videos, 324 test queries (scripts/demo.sh: one seed; "
+                "scripts/learning_demo.sh: three)",
 }

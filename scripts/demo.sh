@@ -1,52 +1,43 @@
 #!/usr/bin/env bash
-# The CPU demo (the README's main job): synthetic videos -> TCLR pretraining -> linear probe and
-# nearest-neighbour retrieval of the pretrained and of a randomly initialised backbone -> one table.
-# A pipeline run: about 4 minutes, too short to show learning (scripts/learning_demo.sh does).
+# The CPU quick start (the README's main job): does TCLR pretraining learn? One seed of the learning
+# demo's "switch" data (one look for every video; a square performs two of four motions one after
+# the other; the class is the pair): TCLR pretraining (300 steps), then a linear probe,
+# nearest-neighbour retrieval (324 test queries) and the temporal diversity of the TCLR and of a
+# randomly initialised backbone -> one table, a one-line reading of it, and a picture.
+# Quiet: one line per finished command; the full logs are in the run folders (log.txt) and in
+# --out/logs/. scripts/learning_demo.sh runs the same on 3 seeds, with IC only, for error bars.
 #
-#   bash scripts/demo.sh [--out DIR] [--epochs N] [--dry-run] [extra flags for every entry point]
+#   bash scripts/demo.sh [--out DIR] [--epochs N] [--ic-only] [--dry-run] [extra entry-point flags]
 #
-# Sizes (env or flags): PRETRAIN_EPOCHS (default 5 epochs of 12 steps of 10 videos),
-# LINEAR_EPOCHS (default 10). The linear probe lets BatchNorm statistics update (--bn-mode train,
-# the release's protocol): with frozen statistics a random backbone would be judged with its
-# uncalibrated initial ones. Everything lands in --out (default runs/demo); the synthetic dataset in
-# data/synthetic_demo (generated on first use). Re-running continues an interrupted pretraining.
+# --ic-only adds the instance-discrimination-only pretraining (a third row; longer). Sizes: as
+# scripts/learning_demo.sh (its header; env VIDEOS_PER_CLASS, LINEAR_EPOCHS, ...). Seed 0 and the
+# generator's seed 0 (data/synthetic_switch, generated on first use, shared with the learning demo).
+# Everything lands in --out (default runs/demo); a re-run reuses a finished pretraining.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 OUT=runs/demo
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-5}
-LINEAR_EPOCHS=${LINEAR_EPOCHS:-10}
-EXTRA=()
+ARGS=()
+VARIANTS=tclr
 while (( $# )); do
     split_eq "--out --epochs" "$1" && set -- "${EQ_SPLIT[@]}" "${@:2}"
     case $1 in
         --out) need_value "$1" $#; OUT=$2; shift 2 ;;
-        --epochs) need_value "$1" $#; PRETRAIN_EPOCHS=$2; shift 2 ;;
-        --dry-run) DRY_RUN=1; shift ;;
+        --epochs) need_value "$1" $#; ARGS+=(--epochs "$2"); shift 2 ;;
+        --ic-only) VARIANTS="ic_only tclr"; shift ;;
+        --dry-run) ARGS+=(--dry-run); shift ;;
         -h|--help) usage_from_header "$0"; exit 0 ;;
-        *) EXTRA+=("$1"); shift ;;
+        *) ARGS+=("$1"); shift ;;
     esac
 done
 
-COMMON=(--preset demo --device cpu "${EXTRA[@]}")
-start=$SECONDS
-info "1/4 TCLR pretraining on synthetic videos ($PRETRAIN_EPOCHS epochs; generates data/synthetic_demo if absent)"
-# --resume auto: a finished run returns at once, an interrupted one continues where it stopped
-run "$PYTHON" "$(entry train_pretrain.py)" "${COMMON[@]}" --epochs "$PRETRAIN_EPOCHS" \
-    --out-dir "$OUT/pretrain" --resume auto
-CKPT=$OUT/pretrain/checkpoints/latest.pth
-for init in random tclr; do
-    if [[ $init == tclr ]]; then INIT=(--checkpoint "$CKPT"); else INIT=(); fi
-    info "2/4 nearest-neighbour retrieval, $init backbone"
-    run "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" "${INIT[@]}" --overwrite true \
-        --out-dir "$OUT/$init/retrieval"
-    info "3/4 linear probe, $init backbone ($LINEAR_EPOCHS epochs)"
-    run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "${INIT[@]}" --overwrite true \
-        --epochs "$LINEAR_EPOCHS" \
-        --preset demo_linear --out-dir "$OUT/$init/linear"
-done
-info "4/4 results (synthetic test split 1; $(( SECONDS - start )) s in all)"
-run "$PYTHON" "$(entry scripts/summarize_runs.py)" "random init=$OUT/random" "TCLR=$OUT/tclr"
-info "too short to show learning: on these data and at this budget TCLR does not beat random init" \
-     "(docs/demos.md). For 3 seeds of random init vs IC only vs TCLR on data where it" \
-     "does learn: bash scripts/learning_demo.sh"
+# The seed: every seed and draw the learning demo measured showed TCLR above random init in the
+# linear probe and the timestep similarity (docs/demos.md); 0 is its first seed, whose picture the
+# docs show. Not chosen by trying seeds.
+bash "$(dirname "${BASH_SOURCE[0]}")/learning_demo.sh" --out "$OUT" --seeds 0 --data-seed 0 \
+    --variants "$VARIANTS" "${ARGS[@]}"
+info "more pictures: retrieval grids and Recall@k in $OUT/*/seed0/retrieval/, the" \
+     "probe's confusion matrices in $OUT/*/seed0/linear/"
+info "reading: TCLR learnt if its linear top-1 is well above random init's (chance 16.7%) and its" \
+     "timestep similarity lower; retrieval R@1 at this scale is not a reliable sign" \
+     "(docs/demos.md#the-quick-start-demo)"

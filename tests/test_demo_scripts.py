@@ -1,4 +1,5 @@
-"""demo.sh and mini_ablation.sh: dry runs print the expected steps; the summary table is exact."""
+"""demo.sh, learning_demo.sh and mini_ablation.sh: dry runs print the expected steps, tiny runs run
+end to end; the summary table is exact."""
 
 from __future__ import annotations
 
@@ -37,17 +38,78 @@ def dry_run(script: str, *args: str, cwd: Path) -> str:
     return proc.stdout
 
 
-def test_demo_dry_run(tmp_path):
+def test_demo_dry_run_is_one_seed_of_the_learning_demo_without_ic_only(tmp_path):
     out = dry_run("demo.sh", "--out", "d", "--epochs", "3", cwd=tmp_path)
     commands = [line for line in out.splitlines() if line.startswith("+ ")]
-    assert "train_pretrain.py --preset demo --device cpu --epochs 3 --out-dir d/pretrain" in commands[0]
-    assert sum("nn_retrieval.py" in c for c in commands) == 2
-    assert sum("train_linear.py" in c for c in commands) == 2
-    assert all(c.endswith(f"--epochs 10 --preset demo_linear --out-dir d/{init}/linear")
-               for c, init in zip([c for c in commands if "train_linear.py" in c], ("random", "tclr")))
-    assert sum("--checkpoint d/pretrain/checkpoints/latest.pth" in c for c in commands) == 2
-    assert "summarize_runs.py" in commands[-1]
+    assert "--design switch" in commands[0] and "--seed 0 " in commands[0]
+    pretrain = [c for c in commands if "train_pretrain.py" in c]
+    assert len(pretrain) == 1 and "--w-local-local" not in pretrain[0]
+    assert "--preset learning" in pretrain[0] and "--epochs 3" in pretrain[0]
+    assert pretrain[0].split("--out-dir ")[1].split()[0] == "d/pretrain/tclr_seed0"
+    for tool in ("nn_retrieval.py", "train_linear.py"):
+        mine = [c for c in commands if tool in c]
+        folders = [c.split("--out-dir ")[1].split()[0] for c in mine]
+        assert [folder.split("/")[1] for folder in folders] == ["random", "tclr"]
+        assert "--checkpoint d/pretrain/tclr_seed0/checkpoints/latest.pth" in mine[1]
+    assert sum("temporal_diversity.py" in c for c in commands) == 3   # random, TCLR, the figure
+    assert commands[-1].endswith(r"summarize_runs.py random\ init=d/random TCLR=d/tclr")
+    assert "reading:" in out
     assert not list(tmp_path.iterdir())          # a dry run creates nothing
+
+
+def test_demo_ic_only_adds_the_third_row(tmp_path):
+    commands = [line for line in dry_run("demo.sh", "--ic-only", cwd=tmp_path).splitlines()
+                if line.startswith("+ ")]
+    assert sum("train_pretrain.py" in c for c in commands) == 2
+    assert r"IC\ only=runs/demo/ic_only" in commands[-1]
+
+
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    """A tiny size for the demos' end-to-end runs: 4 videos per class (18 labelled videos per
+    split)."""
+    return {**script_env(), "VIDEOS_PER_CLASS": "4", "STEPS_PER_EPOCH": "1", "BATCH": "4",
+            "LINEAR_EPOCHS": "1", "DIVERSITY_VIDEOS": "3", "DATA": str(tmp_path / "data")}
+
+
+TINY = ["--epochs", "1", "--width", "4", "--resolution", "16", "--batch-size", "4"]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_at_a_tiny_size_and_stays_quiet(tmp_path):
+    """Every stage runs; the console holds one line per command, the table (one seed: no +-), the
+    reading and the picture's path; the commands and their output are in the logs."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), "--out", "d", *TINY],
+                          cwd=tmp_path, env=demo_env(tmp_path), capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| init | linear top-1 % | R@1 % | R@5 % | timestep similarity |"
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| random init", "| TCLR"]
+    assert all(len(row.split(" | ")) == 5 and "\u00b1" not in row for row in table[2:])
+    finished = [line for line in lines if " finished " in line]
+    assert len(finished) == 9 and finished[-1].startswith("== [") and "9/9 finished" in finished[-1]
+    assert not any(line.startswith("+ ") for line in lines)      # commands only in the logs
+    assert len(lines) <= len(finished) + len(table) + 6  # phases, results, picture, reading
+    assert "(generator seed 0), seed 0 (" in proc.stdout
+    assert lines[-1].startswith("== reading: TCLR learnt if")
+    assert (tmp_path / "d" / "diversity_seed0" / "similarity_all.png").is_file()
+    assert "d/diversity_seed0/similarity_all.png" in proc.stdout
+    log = (tmp_path / "d" / "logs" / "tclr-seed0-pretrain.log").read_text()
+    assert log.startswith("+ ") and "train_pretrain.py" in log.splitlines()[0]
+    assert (tmp_path / "d" / "pretrain" / "tclr_seed0" / "log.txt").is_file()
+
+
+def test_demo_failure_prints_the_log_tail_and_its_path(tmp_path):
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), "--out", "d", *TINY,
+                           "--no-such-flag", "1"], cwd=tmp_path, env=demo_env(tmp_path),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "no-such-flag" in proc.stderr                     # the tail of the failed command's log
+    failed = proc.stderr.strip().splitlines()[-1]
+    assert failed.startswith("error: ") and "failed (exit" in failed
+    log = Path(failed.split("its log: ")[1])
+    assert (tmp_path / log).is_file() and "no-such-flag" in (tmp_path / log).read_text()
 
 
 def test_mini_ablation_dry_run_sets_the_loss_weights(tmp_path):
@@ -238,7 +300,7 @@ def test_learning_demo_dry_run_pretrains_both_variants_per_seed(tmp_path):
     linear = [c for c in commands if "train_linear.py" in c]
     assert all("--bn-mode train" in c for c in linear)
     assert [("--checkpoint" in c, c.split("--seed ")[1].split()[0]) for c in linear] == [
-        (False, "3"), (True, "3"), (True, "3"), (False, "4"), (True, "4"), (True, "4")]
+        (False, "3"), (False, "4"), (True, "3"), (True, "3"), (True, "4"), (True, "4")]
     assert "summarize_runs.py" in commands[-1] and r"IC\ only=L/ic_only" in commands[-1]
     # the pretraining monitor's curves, IC only vs TCLR over every seed, right after pretraining
     (curves,) = [c for c in commands if "plot_monitor_curves.py" in c]
@@ -270,7 +332,7 @@ def test_learning_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert [row.split(" | ")[0] for row in table[2:]] == ["| random init", "| IC only", "| TCLR"]
     assert all(row.count("\u00b1") == 4 for row in table[2:])  # two seeds: mean +- std everywhere
     assert (tmp_path / "L" / "diversity_seed0" / "similarity_all.png").is_file()
-    assert "finished diversity-figure (23 of 23 commands)" in proc.stdout
+    assert "24/24 finished diversity-figure" in proc.stdout
     assert "mean ± std over seeds 0 1 (" in proc.stdout  # the seed folders the table covers
 
 
