@@ -302,9 +302,12 @@ def test_learning_demo_dry_run_pretrains_both_variants_per_seed(tmp_path):
     assert [("--checkpoint" in c, c.split("--seed ")[1].split()[0]) for c in linear] == [
         (False, "3"), (False, "4"), (True, "3"), (True, "3"), (True, "4"), (True, "4")]
     assert "summarize_runs.py" in commands[-1] and r"IC\ only=L/ic_only" in commands[-1]
-    # the pretraining monitor's curves, IC only vs TCLR over every seed, right after pretraining
+    # the pretraining monitor's curves, IC only vs TCLR over every seed, once pretraining is done
+    # (random init's evaluations run beside pretraining) and before the pretrained evaluations
     (curves,) = [c for c in commands if "plot_monitor_curves.py" in c]
-    assert commands.index(curves) == commands.index(pretrain[-1]) + 1
+    first_pretrained = min(i for i, c in enumerate(commands)
+                           if "--checkpoint" in c and "train_pretrain.py" not in c)
+    assert commands.index(pretrain[-1]) < commands.index(curves) < first_pretrained
     assert (r"IC\ only=L/pretrain/ic_only_seed3\,L/pretrain/ic_only_seed4" in curves
             and r"TCLR=L/pretrain/tclr_seed3\,L/pretrain/tclr_seed4" in curves
             and curves.endswith("--out L/monitor_curves.png"))
