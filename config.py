@@ -117,9 +117,21 @@ class RunConfig:
                                          "for smoke tests and demos")
     log_every_steps: int = option(10, "TensorBoard scalar interval in steps")
     progress: bool = option(True, "show tqdm progress bars on rank 0")
+    overwrite: bool = option(False, "replace the earlier run of this job in out_dir instead of "
+                                    "refusing to start; its outputs are kept aside until the new "
+                                    "run saved its first result, and put back if it fails first")
     dist_timeout_s: float = option(600.0, "multi-process runs: seconds a process waits for the "
                                           "others in a collective; a dead or hung peer then ends "
                                           "the job with an error instead of a hang")
+    dist_backend: str = option("auto", "multi-process runs: process-group backend; 'auto' = NCCL "
+                                       "on CUDA, gloo on CPU; 'gloo' on CUDA lets processes share "
+                                       "one GPU (slow; for tests)",
+                               choices=("auto", "nccl", "gloo"))
+    tf32: str = option("release", "TensorFloat-32 on Ampere and later GPUs: 'release' (TF32 in "
+                                  "convolutions and matmuls, as the release's torch 1.9), "
+                                  "'torch_default' (convolutions only, torch 2.x's default) or "
+                                  "'off' (true float32 everywhere)",
+                       choices=("release", "torch_default", "off"))
 
 
 @dataclass
@@ -158,12 +170,25 @@ class PretrainConfig(RunConfig):
                                           "memory)")
     resume: str = option("", "'auto' (latest checkpoint in out_dir if any) or a checkpoint path")
     overwrite: bool = option(False, "replace the earlier run in out_dir (its checkpoints, logs and "
-                                    "config) instead of refusing to start; --resume continues it "
-                                    "instead")
+                                    "config; kept aside until the new run saved its first "
+                                    "checkpoint) instead of refusing to start; --resume continues "
+                                    "it instead")
+    allow_config_change: bool = option(False, "--resume: accept a checkpoint trained with another "
+                                              "batch_size, clip_len, sparse_stride or resolution "
+                                              "(the resumed run is then not the continuation of "
+                                              "the same training)")
     save_every_epochs: int = option(5, "also keep checkpoints/epoch_NNNN.pth every N epochs (0 = "
                                        "never)")
     save_every_steps: int = option(0, "also refresh checkpoints/latest.pth every N steps (0 = per "
                                       "epoch)")
+    monitor_every: int = option(0, "every N epochs and at the end, score the backbone on a "
+                                   "train-split monitor set: Recall@1/5, kNN top-1 and timestep "
+                                   "similarity (0 = off; the paper and demo presets turn it on)")
+    monitor_videos: int = option(4, "monitor set: train videos per class (seeded, stratified)")
+    monitor_clips: int = option(2, "monitor: clips per video (the retrieval protocol has 9)")
+    keep_best: str = option("loss", "what chooses checkpoints/best.pth: 'loss' (lowest epoch-mean "
+                                    "loss, the release) or 'monitor' (highest monitor Recall@1)",
+                            choices=("loss", "monitor"))
 
 
 @dataclass
@@ -260,11 +285,54 @@ class RetrievalConfig(RunConfig):
                                          "(evenly subsampled; 0 = none)")
 
 
+@dataclass
+class ExtractConfig(RunConfig):
+    """Features of any videos with a pretrained backbone (extract_features.py): features.npy,
+    index.csv and meta.json in --out-dir, written in shards as it goes; a rerun computes only the
+    videos that are new or changed."""
+
+    out_dir: str = option("runs/features", "output folder: features.npy [N, D], index.csv, "
+                                           "meta.json, shards/ (one checkpoint and protocol per "
+                                           "folder)")
+    videos: str = option("", "a folder of videos, searched recursively (.avi .mp4 .mkv .webm .mov "
+                             ".m4v, any letter case)")
+    list: str = option("", "a text file with one video path per line ('#' starts a comment; a "
+                           "relative path is relative to the file's folder)")
+    subset: str = option("all", "without --videos or --list: the videos of --dataset/--data-root "
+                                "--split: 'train', 'test' or 'all' (labels are not needed)",
+                         choices=("train", "test", "all"))
+    checkpoint: str = option("", "backbone weights: a checkpoint file (this project's, the "
+                                 "release's with --trust-checkpoint, torchvision-format) or "
+                                 "'random' (seeded by --seed)")
+    trust_checkpoint: bool = option(False, "allow unpickling a checkpoint with Python objects (the "
+                                           "release's files); only for files you trust")
+    epochs: int = option(0, "unused by feature extraction", derived=True)
+    amp: str = option("off", "precision of the forward pass: 'off' (float32, as retrieval), or "
+                             "autocast 'auto' / 'fp16' or 'bf16' on CUDA",
+                      choices=("auto", "fp16", "bf16", "off"))
+    batch_size: int = option(8, "videos per forward batch (shared by all processes)")
+    num_clips: int = option(9, "clips per video (evenly spaced, as the retrieval protocol)")
+    feature: str = option("retrieval", "'retrieval': the retrieval protocol's feature (feature map "
+                                       "[C, T'] flattened, 2048-d for the paper's backbones); "
+                                       "'pooled': the map averaged over time (512-d); either is "
+                                       "averaged over the clips and L2-normalised",
+                          choices=("retrieval", "pooled"))
+    per_clip: bool = option(False, "keep each clip's feature: features.npy is [N, num_clips, D], "
+                                   "each clip L2-normalised")
+    dtype: str = option("float32", "dtype of features.npy", choices=("float32", "float16"))
+    shard_size: int = option(64, "videos per shard file written as extraction goes (a killed run "
+                                 "loses at most this many per process)")
+    overwrite: bool = option(False, "replace the features of another checkpoint or protocol in "
+                                    "--out-dir (kept aside until the new ones are written) instead "
+                                    "of refusing")
+
+
 JOBS: dict[str, type] = {
     "pretrain": PretrainConfig,
     "linear": LinearConfig,
     "finetune": FinetuneConfig,
     "retrieval": RetrievalConfig,
+    "extract": ExtractConfig,
 }
 
 
@@ -275,11 +343,13 @@ JOBS: dict[str, type] = {
 # --help sections, in order; a field's section is looked up in _SECTION_OF, else DataConfig's
 # fields are "data" and the rest "runtime".
 HELP_SECTIONS: dict[str, str] = {
+    "input": "which videos features are extracted from",
     "data": "which videos, and how clips are cut from them",
     "model": "the network and the weights it starts from",
     "optimisation": "optimiser, schedule, batch and length of training",
     "loss": "the TCLR objective (TCLR_SPEC sections 3-5)",
     "evaluation": "evaluation protocol, model selection and pictures",
+    "features": "what a video's feature is and how it is stored",
     "runtime": "run folder, device, precision, logging, checkpoints",
 }
 _SECTION_OF: dict[str, str] = {
@@ -292,7 +362,9 @@ _SECTION_OF: dict[str, str] = {
     **{name: "evaluation" for name in ("num_test_clips", "val_fraction", "select",
                                        "label_fraction", "eval_every_epochs", "val_clips",
                                        "eval_batch_size", "num_clips", "ks", "cache_dir",
-                                       "num_grid_queries", "grid_topk", "embedding_points")},
+                                       "num_grid_queries", "grid_topk", "embedding_points",
+                                       "monitor_every", "monitor_videos", "monitor_clips",
+                                       "keep_best")},
 }
 # Fields a job carries (the shared DataConfig/RunConfig) but does not use: still accepted (a preset
 # or a config file written by another job may set them), left out of that job's --help. The
@@ -306,6 +378,9 @@ _NOT_USED_BY: dict[str, tuple[str, ...]] = {
     "finetune": ("sparse_stride", "augment_on", "log_every_steps") + _SYNTHETIC,
     "retrieval": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
                   "max_steps_per_epoch", "max_bad_fraction", "drop_last") + _SYNTHETIC,
+    "extract": ("sparse_stride", "augment_on", "color_ops", "log_every_steps",
+                "max_steps_per_epoch", "max_bad_fraction", "drop_last", "synthetic_design")
+               + _SYNTHETIC,
 }
 
 
@@ -313,6 +388,12 @@ def help_section(name: str, job: str = "") -> str:
     """The --help section of a leaf field name (one of HELP_SECTIONS)."""
     if job == "retrieval" and name == "batch_size":
         return "evaluation"          # retrieval trains nothing: its batch is feature extraction
+    if job == "extract":
+        if name in ("videos", "list", "subset", "dataset", "data_root", "split"):
+            return "input"
+        if name in ("feature", "per_clip", "dtype", "num_clips", "shard_size", "batch_size",
+                    "clip_len", "train_stride", "resolution", "color", "eval_crop", "eval_flip"):
+            return "features"
     if name in _SECTION_OF:
         return _SECTION_OF[name]
     return "data" if name in {f.name for f in dataclasses.fields(DataConfig)} else "runtime"
@@ -385,7 +466,7 @@ MIN_EVAL_CROP = 0.1  # smallest centre crop (fraction of the frame height) an ev
 MAX_SEED = 2 ** 63   # torch.Generator seeds are 64-bit; DistributedSampler adds the epoch
 
 # Path settings whose "~" is expanded as the shell would (a config file's values never see a shell)
-PATH_KEYS = ("data_root", "out_dir", "checkpoint", "resume", "cache_dir")
+PATH_KEYS = ("data_root", "out_dir", "checkpoint", "resume", "cache_dir", "videos", "list")
 
 
 def finalize(cfg: Any, world_size: int = 1):
@@ -450,7 +531,17 @@ def finalize(cfg: Any, world_size: int = 1):
         _require(cfg.grid_topk >= 1, "config key 'grid_topk': must be >= 1")
         _require(cfg.num_grid_queries >= 0, "config key 'num_grid_queries': must be >= 0")
         _require(cfg.embedding_points >= 0, "config key 'embedding_points': must be >= 0")
+    if isinstance(cfg, ExtractConfig):
+        _finalize_extract(cfg)
     return cfg
+
+
+def _finalize_extract(cfg: ExtractConfig) -> None:
+    _require(not (cfg.videos and cfg.list),
+             f"config keys 'videos' and 'list': pass one of --videos {cfg.videos} and --list "
+             f"{cfg.list}, not both (or neither, for --dataset's videos)")
+    _require(cfg.num_clips >= 1, f"config key 'num_clips': must be >= 1, got {cfg.num_clips}")
+    _require(cfg.shard_size >= 1, f"config key 'shard_size': must be >= 1, got {cfg.shard_size}")
 
 
 def _finalize_pretrain(cfg: PretrainConfig) -> None:
@@ -473,6 +564,15 @@ def _finalize_pretrain(cfg: PretrainConfig) -> None:
              "= 1), so the local-local and global-local terms contrast a timestep only with itself "
              "and are exactly 0; use --clip-len 8 or more, or pass --w-local-local 0 "
              "--w-global-local 0 to train without them")
+    _require(cfg.monitor_every >= 0, f"config key 'monitor_every': must be >= 0 (0 = off), got "
+             f"{cfg.monitor_every}")
+    _require(cfg.monitor_videos >= 2, f"config key 'monitor_videos': must be >= 2 videos per "
+             f"class (a query needs a same-class neighbour), got {cfg.monitor_videos}")
+    _require(cfg.monitor_clips >= 1, f"config key 'monitor_clips': must be >= 1, got "
+             f"{cfg.monitor_clips}")
+    _require(cfg.keep_best != "monitor" or cfg.monitor_every > 0,
+             "config key 'keep_best': 'monitor' chooses best.pth by the monitor's Recall@1; set "
+             "--monitor-every N (N >= 1) too, or use --keep-best loss")
     _require(cfg.batch_size >= 2 or cfg.w_ic_global == 0,
              "config key 'batch_size': instance contrast needs at least 2 videos per batch")
 
@@ -506,7 +606,7 @@ def loss_weights(cfg: PretrainConfig) -> dict[str, float]:
 
 __all__ = [
     "ConfigError", "DataConfig", "RunConfig", "PretrainConfig", "ClassifyConfig", "LinearConfig",
-    "FinetuneConfig", "RetrievalConfig", "JOBS", "PRESETS", "parse_config", "finalize",
+    "FinetuneConfig", "RetrievalConfig", "ExtractConfig", "JOBS", "PRESETS", "parse_config", "finalize",
     "apply_overrides", "apply_preset", "load_config_file", "save_config", "to_dict", "from_dict",
     "loss_weights", "leaf_fields", "describe", "build_parser", "value_sources", "job_flags",
     "help_section", "HELP_SECTIONS", "PRESET_HELP", "DATASETS", "BACKBONE_NAMES", "LOSS_TERMS",

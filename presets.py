@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_PAPER_UCF = {"dataset": "ucf101", "split": 1, "width": 64, "resolution": 112}
+# The pretraining monitor (engine.monitor) is on for the paper's runs: 4 train videos per class, 2
+# clips each, every epoch; estimated at under 1% of a UCF101 epoch (docs/performance.md).
+_MONITOR = {"monitor_every": 1, "monitor_videos": 4, "monitor_clips": 2}
+_PAPER_UCF = {"dataset": "ucf101", "split": 1, "width": 64, "resolution": 112, **_MONITOR}
 PRESETS: dict[str, dict[str, Any]] = {
     "ucf101_r3d18": {**_PAPER_UCF, "backbone": "r3d18"},
     "ucf101_r2plus1d18": {**_PAPER_UCF, "backbone": "r2plus1d18"},
@@ -23,7 +26,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 16, "resolution": 32, "num_workers": 2, "amp": "off", "batch_size": 10,
         "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
         "synthetic_classes": 6, "synthetic_videos_per_class": 30, "synthetic_frames": 96,
-        "synthetic_width": 64, "synthetic_height": 48,
+        "synthetic_width": 64, "synthetic_height": 48, **_MONITOR,
     },
     # The learning demo (scripts/learning_demo.sh; scripts/demo.sh runs one seed of it): a width-8
     # R3D-18 at 24 px (about 1.2 s per step of 20 videos on one idle core) on the "switch" design,
@@ -34,6 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "channels_last": True, "warmup_factors": (0.1, 0.5, 1.0),
         "synthetic_design": "switch", "synthetic_classes": 6, "synthetic_videos_per_class": 180,
         "synthetic_frames": 96, "synthetic_width": 64, "synthetic_height": 48,
+        "monitor_every": 1, "monitor_videos": 20, "monitor_clips": 2,
     },
 }
 # The linear probe of the CPU demos (mini_ablation.sh; demo.sh and learning_demo.sh pass the same

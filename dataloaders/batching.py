@@ -106,3 +106,23 @@ def collate_multiclip(items: list[dict]) -> dict:
             "clip_mask": torch.stack([item["clip_mask"] for item in items]),
             "label": torch.tensor([item["label"] for item in items]),
             "video_id": torch.tensor([item["video_id"] for item in items])}
+
+
+def collate_features(items: list[dict]) -> dict:
+    """Batches MultiClipDataset items made with bad_videos="record" (feature extraction).
+
+    Returns:
+        collate_multiclip's dict over the decoded items ("clips" [B', C, 3, T, S, S], "clip_mask",
+        "label", "video_id"; B' may be 0), plus "info" [(video_id, frames, fps)] of every item and
+        "failed" [(video_id, reason)] of the items that could not be decoded.
+    """
+    good = [item for item in items if "failure" not in item]
+    if good:
+        batch = collate_multiclip(good)
+    else:
+        batch = {"clips": torch.zeros(0), "clip_mask": torch.zeros(0, dtype=torch.bool),
+                 "label": torch.zeros(0, dtype=torch.long),
+                 "video_id": torch.zeros(0, dtype=torch.long)}
+    batch["info"] = [(item["video_id"], item["frames"], item["fps"]) for item in items]
+    batch["failed"] = [(item["video_id"], item["failure"]) for item in items if "failure" in item]
+    return batch

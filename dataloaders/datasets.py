@@ -305,21 +305,36 @@ def check_eval_lengths(videos: list, clip_len: int, stride: int, what: str) -> N
 class MultiClipDataset(Dataset):
     """Evaluation: C clips per video, evenly spaced starts, centre crop (spec section 7).
 
-    Every video is decoded once for all its clips. A bad video raises DatasetError (evaluation never
-    skips a video). In a very short video some clips may be too short to pad (the release's starts
-    start_i = i); like the release, the video is then scored on its other clips: those clips are
-    marked False in "clip_mask" (and hold a copy of the first valid clip).
+    Every video is decoded once for all its clips. In a very short video some clips may be too
+    short to pad (the release's starts start_i = i); like the release, the video is then scored on
+    its other clips: those clips are marked False in "clip_mask" (and hold a copy of the first
+    valid clip).
+
+    Bad videos (a stated policy, ``bad_videos``): "raise" (evaluation never skips a video: a bad
+    one raises DatasetError with the path and the reason) or "record" (feature extraction: the
+    item has no "clips" and holds the reason in "failure"; batching.collate_features keeps it
+    out of the clips and lists it).
+
     Items: "clips" float32 [C, 3, T, S, S], "clip_mask" bool [C], "label" int, "video_id" (index in
-    the list).
+    the list), "frames" (the frame count: the real one when decoding reached the end, else the
+    header's), "fps" (the header's; 0.0 when unknown); or, for a recorded bad video, "video_id",
+    "label", "failure" (the reason), "frames" and "fps" (0 when the file could not be opened).
     """
 
+    BAD_VIDEO_POLICIES = ("raise", "record")
+
     def __init__(self, videos, num_clips: int = 10, clip_len: int = 16, stride: int = 2,
-                 size: int = 112, color: str = "bgr", crop: float = EVAL_CROP, flip: bool = False):
+                 size: int = 112, color: str = "bgr", crop: float = EVAL_CROP, flip: bool = False,
+                 bad_videos: str = "raise"):
         if not videos:
             raise DatasetError("the video list is empty: check the dataset root, split and subset")
+        if bad_videos not in self.BAD_VIDEO_POLICIES:
+            raise ValueError(f"bad_videos must be one of {self.BAD_VIDEO_POLICIES}, got "
+                             f"{bad_videos!r}")
         self.videos = list(videos)
         self.sampler = EvalClipSampler(num_clips, clip_len, stride)
         self.size, self.color, self.crop, self.flip = size, color, crop, flip
+        self.bad_videos = bad_videos
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -327,10 +342,16 @@ class MultiClipDataset(Dataset):
     def __getitem__(self, index) -> dict:
         index = int(index[0] if isinstance(index, (tuple, list)) else index)
         path, label = self.videos[index]
+        info = {"frames": 0, "fps": 0.0}
         try:
             with VideoReader(path, color=self.color) as reader:
+                info = {"frames": reader.info.frame_count, "fps": reader.info.fps}
                 decoded, indices, valid = _decode_clips(reader, None, self.sampler)
+                info["frames"] = (decoded.real_frame_count or reader.known_real_frame_count
+                                  or info["frames"])
         except VideoDecodeError as error:
+            if self.bad_videos == "record":
+                return {"video_id": index, "label": int(label), "failure": error.reason, **info}
             raise DatasetError(f"evaluation video {path} cannot be used: {error.reason}. Evaluation "
                                "never skips videos: repair or re-download it (python -m "
                                "dataloaders.check lists every bad file)") from None
@@ -338,7 +359,7 @@ class MultiClipDataset(Dataset):
         frames = pool[_pool_positions(decoded, indices)]                # [C, T, 3, H, W]
         clips = apply_eval_transform(frames, self.size, self.crop, self.flip)
         return {"clips": clips, "clip_mask": torch.from_numpy(valid), "label": int(label),
-                "video_id": index}                       # clips [C, 3, T, S, S], mask [C]
+                "video_id": index, **info}               # clips [C, 3, T, S, S], mask [C]
 
 
 DATASET_KINDS = ("pretrain", "train", "eval")

@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from atomic_io import write_json
 from config import ConfigError, RetrievalConfig
-from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader, seed_everything,
-                           setup_run)
+from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader, run_job,
+                           seed_everything)
+from engine.rundir import checkpoint_recipe, file_sha256
 
 RANDOM_INIT = "random"  # command-line word for a randomly initialised backbone
 RESULTS_FILE = "temporal_diversity.json"
@@ -241,25 +242,30 @@ def run(cfg: RetrievalConfig, checkpoints: Sequence[str], max_videos: int = 0) -
     if cfg.data.clip_len < 8:
         raise ConfigError(f"config key 'clip_len': {cfg.data.clip_len} leaves one timestep (clip_len / 4); "
                           "temporal diversity needs at least 2, i.e. clip_len >= 8")
-    ctx = setup_run(cfg, "temporal diversity", {"checkpoints": ", ".join(checkpoints)})
-    try:
+
+    def body(cfg: RetrievalConfig, ctx: RunContext) -> dict[str, Any]:
         if ctx.dist.distributed:
             raise ConfigError("temporal_diversity runs as one process: launch it with python, not torchrun")
         backbones = load_backbones(cfg, checkpoints, ctx)  # first: a bad checkpoint fails fast
         loader = build_test_loader(cfg, ctx, max_videos)
+        ctx.commit()  # start-up succeeded: from here on the run folder is written
         sims = temporal_similarity({label: bb for label, (bb, _) in backbones.items()}, loader, ctx.device,
                                    amp_dtype(cfg.amp, ctx.device), progress=cfg.progress)
         entries = [
             {"label": label, "checkpoint": name, "matrix": acc.result().tolist(),
              "mean_offdiag": mean_off_diagonal(acc.result()), "num_videos": acc.num_videos,
-             "init": backbones[label][1]}
+             "init": backbones[label][1],
+             "checkpoint_sha256": "random" if name == RANDOM_INIT else file_sha256(name),
+             "checkpoint_recipe": None if name == RANDOM_INIT else checkpoint_recipe(name)}
             for (label, acc), name in zip(sims.items(), checkpoints)
         ]
         document = {"protocol": _protocol(cfg, len(loader.dataset)), "checkpoints": entries}
         write_outputs(ctx, document)
         return document
-    finally:
-        ctx.close()
+
+    return run_job(cfg, "temporal diversity", body, kind="temporal_diversity",
+                   checkpoints=tuple(checkpoints),
+                   extra_banner={"checkpoints": ", ".join(checkpoints)})
 
 
 def _protocol(cfg: RetrievalConfig, num_videos: int) -> dict[str, Any]:

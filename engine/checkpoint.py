@@ -86,8 +86,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # RNG states as plain tensors (weights_only-loadable)
 # --------------------------------------------------------------------------------------------
 
-def rng_state() -> dict[str, Any]:
-    """RNG states of Python, NumPy and torch (CPU and every CUDA device) as plain data."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """RNG states of Python, NumPy and torch as plain data; with a CUDA ``device``, also that
+    device's CUDA RNG (key ``cuda_device``).
+
+    Only this process's own device is saved: each process of a job saves its own, so a checkpoint
+    resumes on any number of visible GPUs. Without a CUDA ``device`` CUDA is not touched at all
+    (querying it would initialise CUDA on every GPU of the machine for a ``--device cpu`` run).
+    """
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -95,21 +101,41 @@ def rng_state() -> dict[str, Any]:
                   "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> str | None:
+    """Restore what :func:`rng_state` captured; the CUDA RNG only for a CUDA ``device``.
+
+    Checkpoints of the earlier format hold one CUDA state per visible device (key ``cuda``, from
+    ``get_rng_state_all``); the entry of this process's device index is restored when it exists.
+
+    Returns:
+        None, or a sentence for the log when the CUDA RNG could not be restored (the run then
+        continues with a freshly seeded CUDA RNG: resumed, but not bit-identical).
+    """
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is None or device.type != "cuda":
+        return None
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+        return None
+    saved = state.get("cuda") or []
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index < len(saved):
+        torch.cuda.set_rng_state(saved[index], device)
+        return None
+    why = ("no CUDA RNG state (it was written on the CPU)" if not saved else
+           f"CUDA RNG states of {len(saved)} devices, none for this process's {device}")
+    return (f"the checkpoint holds {why}; the CUDA RNG of {device} starts from this run's seed, "
+            "so the resumed run is not a bit-identical continuation")
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

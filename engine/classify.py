@@ -219,7 +219,8 @@ def _guard(cfg: ClassifyConfig, loss: torch.Tensor, bad: list, batch_size: int,
 # --------------------------------------------------------------------------------------------
 
 def make_checkpoint(plain: Classifier, optimizer, scaler, cfg: ClassifyConfig, epoch: int,
-                    plateau: PlateauState, selection: dict, class_names: list) -> dict:
+                    plateau: PlateauState, selection: dict, class_names: list,
+                    device: torch.device | None = None) -> dict:
     """This project's checkpoint format, kind "classifier" (model keys backbone.* and fc.*)."""
     return {
         "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
@@ -231,7 +232,7 @@ def make_checkpoint(plain: Classifier, optimizer, scaler, cfg: ClassifyConfig, e
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "schedule": plateau.state_dict(), "selection": dict(selection),
         "epoch": epoch, "step": 0, "config": config_mod.to_dict(cfg),
-        "rng": ckpt_io.rng_state(),
+        "rng": ckpt_io.rng_state(device),
     }
 
 
@@ -328,10 +329,11 @@ def _fit(ctx: RunContext, model: nn.Module, plain: Classifier, optimizer, scaler
         _log_epoch(ctx, record, stats)
         if ctx.dist.is_main:
             ckpt = make_checkpoint(plain, optimizer, scaler, cfg, epoch + 1, plateau,
-                                   selection.as_dict(), data.class_names)
+                                   selection.as_dict(), data.class_names, ctx.device)
             ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "latest.pth")
             if improved:
                 ckpt_io.atomic_save(ckpt, ctx.run_dir / "checkpoints" / "best.pth")
+            ctx.result_saved()
         if lr_too_low:
             stopped_because = "min_lr"
             ctx.logger.info(f"lr {cfg.lr * plateau.scale:.1e} (epoch {epoch + 1}: {lr:.1e}) fell "

@@ -11,6 +11,7 @@ from config import ClassifyConfig
 from engine import metrics
 from engine.common import RunContext
 from engine.evaluation import EvalResult
+from engine.rundir import provenance
 
 if TYPE_CHECKING:
     from engine.classify import Protocol
@@ -88,6 +89,8 @@ def build_results(cfg: ClassifyConfig, protocol: Protocol, data: Any, init: dict
         "backbone": cfg.backbone, "width": cfg.width, "color": d.color, "resolution": d.resolution,
         "lr": cfg.lr, "notes": notes, "elapsed_s": round(elapsed, 1),
         **protocol.result_fields,
+        # what made this result: checkpoint sha256 / "random", seed, protocol config, split files
+        "provenance": provenance(cfg),
     }
 
 

@@ -1,6 +1,7 @@
 """Entry-point wrapper: user-fixable errors (any user_errors.UserError) end as one clear line and
-exit status 2, no traceback; a lost peer process of a multi-process job ends as one clear line and
-exit status 1."""
+exit status 2, no traceback; a lost peer process of a multi-process job, or the communication
+backend (NCCL) failing for a reason of its own, ends as one clear line naming the cause and exit
+status 1."""
 
 from __future__ import annotations
 
@@ -44,9 +45,12 @@ def final_line(exc: BaseException) -> str | None:
         return f"error: {_message(exc)}"
     if isinstance(exc, JobInterrupted):
         return f"interrupted: {exc}"
-    from engine.distributed import is_peer_failure, peer_failure_message
+    from engine.distributed import (backend_failure_message, is_backend_failure,
+                                    is_peer_failure, peer_failure_message)
     if isinstance(exc, Exception) and is_peer_failure(exc):
         return f"error: {peer_failure_message(exc)}"
+    if isinstance(exc, Exception) and is_backend_failure(exc):
+        return f"error: {backend_failure_message(exc)}"
     return None
 
 
@@ -56,7 +60,7 @@ def _report(line: str) -> None:
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call ``main(argv)``; turn the project's user errors into ``error: ...`` and exit code 2,
-    Ctrl-C into one ``interrupted: ...`` line and exit code 130 (no traceback in either case).
+    Ctrl-C into one ``interrupted: ...`` line and exit code 130 (SIGTERM during a job: 143) (no traceback in either case).
     engine.common.run_job has already written the same line into the run's log.txt."""
     try:
         code = main(argv)
@@ -65,15 +69,16 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         sys.exit(2)
     except JobInterrupted as exc:
         _report(final_line(exc))
-        sys.exit(130)
+        sys.exit(exc.status)
     except KeyboardInterrupt:
         _report("interrupted: stopped by Ctrl-C before the job started; nothing was written")
         sys.exit(130)
     except Exception as exc:
-        from engine.distributed import is_peer_failure, peer_failure_message
-        if not is_peer_failure(exc):
+        from engine.distributed import is_backend_failure, is_peer_failure
+        if not (is_peer_failure(exc) or is_backend_failure(exc)):
             raise
-        # a traceback into DDP internals would hide the one fact that matters: a peer is gone
+        # a traceback into DDP internals would hide the one fact that matters: a peer is gone,
+        # or the communication backend names a configuration error
         _report(final_line(exc))
         sys.exit(1)
     sys.exit(code or 0)

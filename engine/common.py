@@ -30,6 +30,8 @@ class RunContext:
 
     With deferred writes (``setup_run(..., defer_writes=True)``) the run folder stays untouched
     until :meth:`commit`: log lines wait in memory, config.yaml and TensorBoard are not written.
+    The folder's lifecycle (claim, manifest, --overwrite, release) is ``folder``'s
+    (engine.rundir.RunFolder, rank 0 only).
     """
 
     cfg: Any
@@ -38,48 +40,65 @@ class RunContext:
     logger: logging.Logger
     tb: TensorBoard
     jsonl: JsonlLog
-    lock: Any = None                    # engine.rundir.RunLock on rank 0
+    folder: Any = None                  # engine.rundir.RunFolder on rank 0
     pending: Any = None                 # log records held back until commit
     committed: bool = True
     started: float = 0.0
+    restored: tuple = ()                # what a failed --overwrite run put back (close)
+    closed: bool = False
 
     @property
     def device(self) -> torch.device:
         return self.dist.device
 
     def commit(self) -> None:
-        """Start-up succeeded: write config.yaml, the held-back log lines, open TensorBoard.
-        With ``overwrite`` set, an earlier run's outputs are removed first. Idempotent."""
+        """Start-up succeeded: set an earlier run aside (--overwrite), write run.json,
+        config.yaml, the held-back log lines, open TensorBoard. Idempotent."""
         if self.committed:
             return
         self.committed = True
         if self.dist.is_main:
-            from engine.rundir import clear_outputs
-            removed = clear_outputs(self.run_dir) if getattr(self.cfg, "overwrite", False) else []
+            moved = self.folder.begin(self.cfg) if self.folder is not None else []
             config_mod.save_config(self.cfg, self.run_dir)
             get_logger("tclr", self.run_dir)
             file_handlers = [h for h in self.logger.handlers if isinstance(h, logging.FileHandler)]
             for record in self.pending.buffer if self.pending is not None else []:
                 for handler in file_handlers:
                     handler.handle(record)
-            if removed:
-                self.logger.warning(f"--overwrite: removed the earlier run's "
-                                    f"{', '.join(removed)} from {self.run_dir}")
+            if moved:
+                self.logger.warning(
+                    f"--overwrite: moved the earlier run's {', '.join(moved)} into "
+                    f"{self.folder.aside}; deleted once this run has saved its first result, put "
+                    "back if it fails before that")
         self._drop_pending()
         self.tb = TensorBoard(self.run_dir / "tensorboard")
+
+    def result_saved(self) -> None:
+        """The job wrote a checkpoint or its results: an earlier run set aside is deleted."""
+        if self.folder is not None:
+            gone = self.folder.result_saved()
+            if gone:
+                self.logger.info(f"--overwrite: the new run saved its first result; deleted the "
+                                 f"earlier run's outputs ({gone})")
 
     def _drop_pending(self) -> None:
         if self.pending is not None:
             self.logger.removeHandler(self.pending)
             self.pending = None
 
-    def close(self, failed: bool = False) -> None:
-        """Close the logs and release the run folder (removing it when a failed start made it)."""
+    def close(self, status: str = "finished") -> None:
+        """Close the logs, record the run's status, put an earlier run back if this one failed
+        before saving anything, and release the run folder (removing it when a failed start made
+        it). ``status``: "finished", "failed" or "interrupted"."""
+        if self.closed:
+            return
+        self.closed = True
         self.tb.close()
         self._drop_pending()
-        if self.lock is not None:
-            self.lock.release(abandon=failed and not self.committed)
-            self.lock = None
+        if self.folder is not None:
+            self.restored = tuple(self.folder.end(status) if self.committed else ())
+            self.folder.release(abandon=status != "finished" and not self.committed)
+            self.folder = None
 
 
 def seed_everything(seed: int) -> None:
@@ -95,39 +114,59 @@ def _detach_file_handlers(logger: logging.Logger) -> None:
         handler.close()
 
 
+JOB_OF_CONFIG = {"PretrainConfig": "pretrain", "LinearConfig": "linear",
+                 "FinetuneConfig": "finetune", "RetrievalConfig": "retrieval",
+                 "ExtractConfig": "extract"}
+
+
 def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None,
-              defer_writes: bool = False) -> RunContext:
+              defer_writes: bool = False, kind: str | None = None,
+              checkpoints: tuple[str, ...] | None = None) -> RunContext:
     """Join the process group, claim the run folder, print the banner.
 
     Args:
+        job: the banner's title.
         defer_writes: write nothing into the run folder (config.yaml, log.txt, TensorBoard) until
             the job calls ``ctx.commit()``; False commits at once.
+        kind: the job's name in run.json (engine.rundir.JOB_NAMES); default from the config's
+            class.
+        checkpoints: the checkpoints the job reads (default: ``cfg.checkpoint``); the run folder
+            must not be theirs.
     Raises:
-        RunFolderError: --out-dir is a file, not writable, or in use by another live run.
+        RunFolderError: --out-dir is a file, not writable, in use by another live run, holds
+            another job's outputs or the job's earlier ones (without --overwrite / --resume),
+            or is the run folder of a checkpoint the job reads.
     """
-    from engine.rundir import RunLock, check_out_dir
+    from engine.rundir import RunFolder
     from engine.logging import PendingRecords
     started = time.time()
-    dist_info = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
+    dist_info = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s,
+                                 backend=cfg.dist_backend)
     config_mod.finalize(cfg, world_size=dist_info.world_size)
     run_dir = Path(cfg.out_dir)
-    lock = None
+    folder = None
     logger = get_logger("tclr")
     _detach_file_handlers(logger)
     pending = None
     if dist_info.is_main:
-        check_out_dir(run_dir)
-        lock = RunLock(run_dir)
+        if checkpoints is None:
+            checkpoints = (getattr(cfg, "checkpoint", ""),)
+        folder = RunFolder(run_dir, kind or JOB_OF_CONFIG[type(cfg).__name__],
+                           overwrite=getattr(cfg, "overwrite", False),
+                           resume=getattr(cfg, "resume", ""), checkpoints=checkpoints).claim()
         pending = PendingRecords()
         logger.addHandler(pending)
     if dist_info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    precision = {"tf32": apply_tf32(cfg.tf32)}
+    if dist_info.distributed:
+        precision["process group"] = torch.distributed.get_backend()
     ctx = RunContext(cfg=cfg, dist=dist_info, run_dir=run_dir, logger=logger,
                      tb=TensorBoard(run_dir / "tensorboard", enabled=False),
-                     jsonl=JsonlLog(run_dir / "log.jsonl"), lock=lock, pending=pending,
+                     jsonl=JsonlLog(run_dir / "log.jsonl"), folder=folder, pending=pending,
                      committed=False, started=started)
     banner(logger, job, config_mod.describe(cfg), dist_info.device, dist_info.world_size,
-           extra_banner)
+           {**precision, **(extra_banner or {})})
     if dist_info.device.type == "cpu" and getattr(cfg, "amp", "off") in ("fp16", "bf16"):
         logger.warning(f"--amp {cfg.amp} has no effect on the CPU: this run computes in float32")
     if not defer_writes:
@@ -135,32 +174,54 @@ def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None,
     return ctx
 
 
-def run_job(cfg: Any, title: str, body) -> Any:
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a job: ends it as Ctrl-C does (one line, the folder consistent)."""
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise _Terminated()
+
+
+def run_job(cfg: Any, title: str, body, kind: str | None = None,
+            checkpoints: tuple[str, ...] | None = None,
+            extra_banner: dict[str, Any] | None = None) -> Any:
     """``body(cfg, ctx)`` inside a set-up run; closes the logs and leaves the process group after.
 
     The body calls ``ctx.commit()`` once its start-up (data lists, checkpoints) has succeeded;
-    an error before that leaves the run folder as it was. Ctrl-C ends the job with
-    :class:`engine.errors.JobInterrupted`, whose message lists the files the run kept.
+    an error before that leaves the run folder as it was. Ctrl-C or SIGTERM ends the job with
+    :class:`engine.errors.JobInterrupted`, whose message lists the files the run kept (a training
+    loop may handle both itself: pretraining's StopFlag saves a checkpoint first). ``kind`` and
+    ``checkpoints`` as setup_run takes them.
     """
     from engine.distributed import cleanup
     from engine.errors import JobInterrupted
-    ctx = setup_run(cfg, title, defer_writes=True)
-    failed = True
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    ctx = None
+    status = "failed"
     try:
+        ctx = setup_run(cfg, title, extra_banner, defer_writes=True, kind=kind,
+                        checkpoints=checkpoints)
         try:
             result = body(cfg, ctx)
-        except KeyboardInterrupt:
-            raise JobInterrupted(interrupted_message(ctx)) from None
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            ctx.close(status)
+            raise JobInterrupted(interrupted_message(ctx, isinstance(exc, _Terminated)),
+                                 status=143 if isinstance(exc, _Terminated) else 130) from None
         ctx.commit()
-        failed = False
+        # a loop that stopped on a signal after saving (pretraining) returns normally
+        stopped = isinstance(result, dict) and result.get("interrupted")
+        status = "interrupted" if stopped else "finished"
         return result
     except BaseException as exc:
-        if ctx.committed:
+        if ctx is not None and ctx.committed:
             _log_final_line(ctx, exc)
         raise
     finally:
-        ctx.close(failed=failed)
-        _detach_file_handlers(ctx.logger)
+        signal.signal(signal.SIGTERM, previous)
+        if ctx is not None:
+            ctx.close(status)
+            _detach_file_handlers(ctx.logger)
         cleanup()
 
 
@@ -176,17 +237,24 @@ def _log_final_line(ctx: RunContext, exc: BaseException) -> None:
         log_to_files("".join(traceback.format_exception(exc)).rstrip())
 
 
-def interrupted_message(ctx: RunContext) -> str:
-    """What a Ctrl-C'd job kept: the files it wrote into its run folder."""
+def interrupted_message(ctx: RunContext, sigterm: bool = False) -> str:
+    """What a Ctrl-C'd (or SIGTERM'd) job kept: the files it wrote into its run folder, or the
+    earlier run that --overwrite had set aside, put back."""
     from engine.rundir import files_written_since
+    by = "SIGTERM" if sigterm else "Ctrl-C"
     if not ctx.committed:
-        return f"stopped by Ctrl-C during start-up; nothing was written to {ctx.run_dir}"
+        return f"stopped by {by} during start-up; nothing was written to {ctx.run_dir}"
+    if ctx.restored:
+        return (f"stopped by {by} before the run saved a result; the earlier run's "
+                f"{', '.join(ctx.restored)} that --overwrite had set aside are back in "
+                f"{ctx.run_dir}")
     kept = files_written_since(ctx.run_dir, ctx.started) if ctx.dist.is_main else []
     missing = ("" if "results.json" in kept
                else "; the job did not finish, so there is no new results.json")
     again = ("continue it with --resume auto" if hasattr(ctx.cfg, "resume")
-             else "rerun the same command to run the job again")
-    return f"stopped by Ctrl-C; kept in {ctx.run_dir}: {', '.join(kept) or 'nothing'}{missing}; {again}"
+             else "rerun the same command with --overwrite true to run the job again")
+    return (f"stopped by {by}; kept in {ctx.run_dir}: {', '.join(kept) or 'nothing'}{missing}; "
+            f"{again}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +268,36 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp in ("auto", "fp16"):
         return torch.float16
     return torch.bfloat16
+
+
+# --tf32: (TF32 allowed in matmuls, in cuDNN convolutions). The release ran torch 1.9, where both
+# defaulted to on; torch >= 1.12 turned matmuls off and left cuDNN on. These flags have no effect
+# on the CPU or on GPUs before Ampere.
+TF32_POLICIES = {
+    "release": (True, True),
+    "torch_default": (False, True),
+    "off": (False, False),
+}
+
+
+def apply_tf32(policy: str) -> str:
+    """Set torch's TF32 flags for the whole process as ``policy`` (``--tf32``) says.
+
+    Every job calls this once at start-up (setup_run), so training and evaluation compute alike.
+
+    Returns:
+        The banner's description of the policy.
+    Raises:
+        ConfigError: an unknown policy name (with the known ones).
+    """
+    if policy not in TF32_POLICIES:
+        raise config_mod.ConfigError(f"config key 'tf32': {policy!r} is not one of "
+                                     f"{', '.join(TF32_POLICIES)}")
+    matmul, conv = TF32_POLICIES[policy]
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+    torch.backends.cudnn.allow_tf32 = conv
+    where = [name for name, on in (("matmuls", matmul), ("convolutions", conv)) if on]
+    return f"{policy} (TF32 in {' and '.join(where) if where else 'nothing: true float32'})"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -229,22 +327,36 @@ def ensure_dataset(cfg: Any, logger: logging.Logger) -> None:
         return
     from engine.distributed import is_main_process
     if is_main_process():
-        from dataloaders import synthetic
-        wanted = {"classes": d.synthetic_classes, "videos_per_class": d.synthetic_videos_per_class,
-                  "frames": d.synthetic_frames, "width": d.synthetic_width,
-                  "height": d.synthetic_height, "design": d.synthetic_design}
-        manifest = Path(d.data_root) / synthetic.MANIFEST_NAME
-        if manifest.is_file() and synthetic.read_manifest(d.data_root).get("complete"):
-            have = synthetic.read_manifest(d.data_root)["arguments"]
-            differ = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
-            if differ:
-                logger.warning(f"using the synthetic dataset already in {d.data_root}; it differs "
-                               f"from the synthetic_* settings (have -> asked): {differ}")
-        else:
-            logger.info(f"generating the synthetic dataset in {d.data_root}")
-            synthetic.generate(d.data_root, seed=0, layout="ucf101", progress=cfg.progress,
-                               **wanted)
+        from dataloaders.synthetic import SyntheticDatasetError
+        try:
+            _ensure_synthetic(cfg, logger)
+        except SyntheticDatasetError as exc:
+            # the generator's advice names its own flags (--overwrite, --out): from a job they
+            # read as the job's, whose --overwrite never touches the dataset
+            raise SyntheticDatasetError(
+                f"the synthetic dataset at --data-root {d.data_root}: {exc} (those are the "
+                "generator's flags; the job's --overwrite does not regenerate data: run python -m "
+                f"dataloaders.synthetic --out {d.data_root} --overwrite with the sizes you want, "
+                "or pass another --data-root)") from None
     barrier()
+
+
+def _ensure_synthetic(cfg: Any, logger: logging.Logger) -> None:
+    from dataloaders import synthetic
+    d = cfg.data
+    wanted = {"classes": d.synthetic_classes, "videos_per_class": d.synthetic_videos_per_class,
+              "frames": d.synthetic_frames, "width": d.synthetic_width,
+              "height": d.synthetic_height, "design": d.synthetic_design}
+    manifest = Path(d.data_root) / synthetic.MANIFEST_NAME
+    if manifest.is_file() and synthetic.read_manifest(d.data_root).get("complete"):
+        have = synthetic.read_manifest(d.data_root)["arguments"]
+        differ = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        if differ:
+            logger.warning(f"using the synthetic dataset already in {d.data_root}; it differs "
+                           f"from the synthetic_* settings (have -> asked): {differ}")
+    else:
+        logger.info(f"generating the synthetic dataset in {d.data_root}")
+        synthetic.generate(d.data_root, seed=0, layout="ucf101", progress=cfg.progress, **wanted)
 
 
 def _worker_signals() -> None:

@@ -24,4 +24,9 @@ class NonFiniteWeightsError(TrainingError):
 
 
 class JobInterrupted(Exception):
-    """Ctrl-C ended a job; the message says what the run folder kept."""
+    """Ctrl-C (or SIGTERM) ended a job; the message says what the run folder kept. ``status``
+    is the exit status the entry point ends with (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, status: int = 130):
+        super().__init__(message)
+        self.status = status

@@ -113,6 +113,61 @@ class JsonlLog:
             return
         append_text(self.path, json.dumps(record, default=_json_default) + "\n", "log")
 
+    def truncate(self, keep=lambda record: True) -> str:
+        """Before a resumed run appends: cut the file to its complete records that ``keep``
+        accepts (a last line cut by a kill, the records of epochs after the resumed checkpoint
+        are dropped). Returns what was dropped, in words ("" when nothing)."""
+        if not self.enabled or not self.path.is_file():
+            return ""
+        records, cut = read_jsonl(self.path, warn=None)
+        kept = [r for r in records if keep(r)]
+        parts = ([f"a cut last line ({cut})"] if cut else []) + (
+            [f"{len(records) - len(kept)} record(s) of later epochs"]
+            if len(kept) < len(records) else [])
+        if parts:
+            text = "".join(json.dumps(r, default=_json_default) + "\n" for r in kept)
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            tmp.write_text(text)
+            os.replace(tmp, self.path)
+        return " and ".join(parts)
+
+
+class JsonlError(ValueError):
+    """A log.jsonl line other than the last is not JSON (the file was edited or damaged)."""
+
+
+def read_jsonl(path: str | os.PathLike, warn=print) -> tuple[list[dict], str]:
+    """The records of a JSON-lines log, tolerating a cut last line (a run killed mid-write).
+
+    Args:
+        warn: called with one sentence when the last line is cut and ignored (None: silent).
+    Returns:
+        (records, the cut line shortened, "" when none).
+    Raises:
+        JsonlError: a line before the last is not a JSON object (names the file and line).
+    """
+    path = Path(path)
+    lines = path.read_text(errors="replace").split("\n")
+    records: list[dict] = []
+    cut = ""
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    for position, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if position == len(numbered) - 1:
+                cut = line[:60] + ("..." if len(line) > 60 else "")
+                if warn is not None:
+                    warn(f"warning: {path}: the last line ({number}) is cut (a run killed while "
+                         "writing it?); ignored")
+                break
+            raise JsonlError(f"{path} line {number} is not a JSON record: {line[:80]!r}; fix or "
+                             "delete that line") from None
+        records.append(record)
+    return records, cut
+
 
 def _json_default(obj: Any):
     if isinstance(obj, torch.Tensor):
@@ -220,11 +275,21 @@ def steps_text(loader_steps: int, max_steps: int) -> str:
 
 
 class Throughput:
-    """Samples per second and the share of the time spent waiting for data, over an epoch."""
+    """Samples per second and the share of the time spent waiting for data, over an epoch.
 
-    def __init__(self):
+    On a CUDA ``device`` each step's end waits for the device (``torch.cuda.synchronize``):
+    kernels run asynchronously, and without a grad scaler (bf16, float32) nothing in the step
+    waits for the backward pass, so the wait for the next batch would otherwise count time in
+    which the GPU was still busy with the previous step. The figure is then the share of wall time
+    in which the device had finished its step and the next batch had not arrived. One
+    synchronisation per step costs little: the next step's loss check waits for the device anyway.
+    """
+
+    def __init__(self, device: torch.device | None = None):
         self.wait_s = self.busy_s = 0.0
         self.samples = 0
+        self.sync = device is not None and device.type == "cuda"
+        self.device = device
         self.t_start = self.t_last = self.t_data = time.perf_counter()
 
     def data_ready(self) -> None:
@@ -232,6 +297,9 @@ class Throughput:
         self.t_data = time.perf_counter()
 
     def step_done(self, samples: int) -> None:
+        """The step's work is queued: wait for the device to finish it, then count it."""
+        if self.sync:
+            torch.cuda.synchronize(self.device)
         now = time.perf_counter()
         self.samples += samples
         self.wait_s += self.t_data - self.t_last

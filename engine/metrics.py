@@ -332,6 +332,55 @@ class ResultsFileError(ValueError):
     """A results.json that cannot be read as a job's results (the message names the file)."""
 
 
+class MixedResultsError(ValueError):
+    """Results about to be averaged together differ in more than the seed (the message says in
+    what, and where)."""
+
+
+# What results averaged together must share (the seed may differ): PROTOCOL_FIELDS less the
+# counts of evaluated videos (a video that failed to decode in one run is a note, not a refusal).
+SAME_BESIDES_SEED = tuple(f for f in PROTOCOL_FIELDS
+                          if f not in ("num_videos", "num_queries", "num_gallery"))
+
+
+def differences_besides_seed(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What differs between results that would be averaged as seeds of one measurement: the
+    fields of SAME_BESIDES_SEED (the protocol sentence with its seed blanked) and, where every
+    run records it, the provenance (checkpoint sha256, protocol config, split files; a checkpoint
+    path may then differ, its content not). Empty when only the seed differs.
+
+    Returns:
+        One text per differing field: "<field>: <value> (<run folder>) vs <value> (<run folder>)".
+    """
+    import re
+
+    from engine.rundir import provenance_differences
+    if len(runs) < 2:
+        return []
+    with_provenance = all(isinstance(r.get("provenance"), dict) for r in runs)
+    out = []
+
+    def norm(field: str, value: Any) -> str:
+        text = json.dumps(value, sort_keys=True)
+        return re.sub(r"seed \d+", "seed *", text) if field == "protocol" else text
+
+    for field in SAME_BESIDES_SEED:
+        if field == "checkpoint" and with_provenance:
+            continue
+        seen: dict[str, Mapping] = {}
+        for r in runs:
+            seen.setdefault(norm(field, r.get(field)), r)
+        if len(seen) > 1:
+            shown = [f"{r.get(field)!r} ({r.get('run_dir', '?')})" for r in seen.values()]
+            out.append(f"{field}: {' vs '.join(shown[:3])}")
+    if with_provenance:
+        first = runs[0]
+        for r in runs[1:]:
+            for text in provenance_differences(first["provenance"], r["provenance"]):
+                out.append(f"{text} ({first.get('run_dir', '?')} vs {r.get('run_dir', '?')})")
+    return list(dict.fromkeys(out))
+
+
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Read several results.json files (a folder means <folder>/results.json)."""
     out = []

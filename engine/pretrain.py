@@ -44,6 +44,8 @@ class TrainState:
     best_loss: float = math.inf
     epoch_sums: list = field(default_factory=lambda: [0.0] * len(TERMS))  # partial epoch sums
     epoch_failures: list = field(default_factory=list)  # [path, reason] of this epoch so far
+    monitor_history: list = field(default_factory=list)  # engine.monitor's dicts, oldest first
+    best_monitor: float = -math.inf                     # best monitor Recall@1 (--keep-best)
 
     def record_step(self, mean_terms: list[float], failures: list) -> None:
         """A step is done: count it, add its mean loss terms and its decode failures."""
@@ -63,7 +65,8 @@ class TrainState:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "plateau": self.plateau.state_dict(),
                 "best_loss": self.best_loss, "epoch_sums": list(self.epoch_sums),
-                "epoch_failures": [list(f) for f in self.epoch_failures]}
+                "epoch_failures": [list(f) for f in self.epoch_failures],
+                "monitor_history": list(self.monitor_history), "best_monitor": self.best_monitor}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "TrainState":
@@ -71,7 +74,10 @@ class TrainState:
                    global_step=int(d["global_step"]),
                    plateau=PlateauState.from_state_dict(d["plateau"]),
                    best_loss=float(d["best_loss"]), epoch_sums=list(d["epoch_sums"]),
-                   epoch_failures=[tuple(f) for f in d["epoch_failures"]])
+                   epoch_failures=[tuple(f) for f in d["epoch_failures"]],
+                   # allowed to be missing: checkpoints written before the monitor existed
+                   monitor_history=list(d.get("monitor_history", [])),
+                   best_monitor=float(d.get("best_monitor", -math.inf)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +110,8 @@ def resume_path(cfg: PretrainConfig) -> Path | None:
     if not cfg.resume:
         return None
     if cfg.resume == "auto":
-        return ckpt_io.latest_checkpoint(cfg.out_dir)
+        from engine.rundir import auto_resume_checkpoint
+        return auto_resume_checkpoint(Path(cfg.out_dir))
     path = Path(cfg.resume)
     if path.is_dir():
         raise ckpt_io.CheckpointError(f"--resume {cfg.resume} is a directory; pass a checkpoint "
@@ -115,10 +122,27 @@ def resume_path(cfg: PretrainConfig) -> Path | None:
 
 
 def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig,
-            rank: int, logger=None) -> TrainState:
+            rank: int, logger=None, device: torch.device | None = None) -> TrainState:
     """Load a pretraining checkpoint into model/optimizer/scaler; return the training state.
-    With a ``logger``, warn when the checkpoint was trained on other data (warn_other_data)."""
-    ckpt = ckpt_io.load_checkpoint(path)
+
+    ``rank``'s saved RNG states are restored (the CUDA one only for a CUDA ``device``). With a
+    ``logger``, warn when the checkpoint was trained on other data (warn_other_data), across a
+    precision change (load_scaler_state) and when the CUDA RNG could not be restored.
+
+    Raises:
+        CheckpointError: unreadable, not a pretraining checkpoint, another backbone or width,
+            another batch size / clip length / stride / resolution without
+            --allow-config-change, or weights / optimizer state that are already non-finite
+            (the message points to an earlier checkpoint).
+    """
+    try:
+        ckpt = ckpt_io.load_checkpoint(path)
+    except ckpt_io.CheckpointError as exc:
+        if cfg.resume != "auto":
+            raise
+        from engine.rundir import unusable_latest
+        raise ckpt_io.CheckpointError(unusable_latest(Path(cfg.out_dir),
+                                                      f"{path} cannot be read ({exc})")) from None
     meta = ckpt.get("meta", {})
     if meta.get("kind") != "pretrain":
         raise ckpt_io.CheckpointError(f"{path} is a {meta.get('kind')!r} checkpoint, not a "
@@ -128,15 +152,87 @@ def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig
             raise ckpt_io.CheckpointError(
                 f"{path} was written with {key}={meta.get(key)!r} but this run has "
                 f"{key}={getattr(cfg, key)!r}; pass the same --{key} or another --out-dir")
+    check_same_training(path, ckpt.get("config", {}), cfg)
+    check_finite_state(path, ckpt, cfg)
     if logger is not None:
         warn_other_data(path, ckpt.get("config", {}), cfg, logger)
     unwrap(model).load_state_dict(ckpt["model"], strict=True)
     optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
+    note = load_scaler_state(scaler, ckpt.get("scaler") or {}, path)
     rngs = ckpt.get("rng") or []
     if rank < len(rngs):
-        ckpt_io.set_rng_state(rngs[rank])
+        rng_note = ckpt_io.set_rng_state(rngs[rank], device)
+        note = " ".join(n for n in (note, rng_note) if n)
+    if note and logger is not None:
+        logger.warning(note)
     return TrainState.from_state_dict(ckpt["train_state"])
+
+
+# Settings a resumed run must share with its checkpoint to be the same training: another value
+# changes what a step computes (the loss terms' clips, the batch's negatives).
+RESUME_FIXED = (("batch_size", None), ("clip_len", "data"), ("sparse_stride", "data"),
+                ("resolution", "data"))
+
+
+def check_same_training(path: Path, saved_config: dict, cfg: PretrainConfig) -> None:
+    """Refuse to resume with another batch size, clip length, sparse stride or resolution
+    than the checkpoint's, unless --allow-config-change true."""
+    if cfg.allow_config_change:
+        return
+    differ = []
+    for key, section in RESUME_FIXED:
+        saved = (saved_config.get(section, {}) if section else saved_config).get(key)
+        now = getattr(cfg.data if section else cfg, key)
+        if saved is not None and saved != now:
+            differ.append(f"{key} {saved} -> {now}")
+    if differ:
+        flags = " ".join(f"--{d.split()[0].replace('_', '-')} {d.split()[1]}" for d in differ)
+        raise ckpt_io.CheckpointError(
+            f"--resume {path}: the checkpoint was trained with other settings ({', '.join(differ)})"
+            f"; pass the checkpoint's values ({flags}) to continue the same training, or "
+            "--allow-config-change true to go on with the new ones")
+
+
+def check_finite_state(path: Path, ckpt: dict, cfg: PretrainConfig) -> None:
+    """A checkpoint whose weights or optimizer state already hold NaN/inf cannot be continued:
+    a lower --lr would not help. Name an earlier checkpoint instead."""
+    bad, _ = ckpt_io.nonfinite_tensors(ckpt.get("model", {}))
+    opt_state = ckpt.get("optimizer", {}).get("state", {})
+    for index, entry in opt_state.items():
+        bad += [f"optimizer state {index}.{k}" for k, v in entry.items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    folder = Path(path).parent
+    earlier = sorted((p for p in folder.glob("*.pth") if p.resolve() != Path(path).resolve()),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    hint = (f"resume from an earlier one, e.g. --resume {earlier[0]} (present: "
+            f"{', '.join(p.name for p in earlier)})" if earlier
+            else "no other checkpoint is in its folder: start again with --overwrite true")
+    raise ckpt_io.CheckpointError(
+        f"--resume {path}: the checkpoint itself is bad: {len(bad)} tensor(s) hold NaN or inf "
+        f"(first {bad[0]!r}), so the run cannot continue from it (a lower --lr would not help); "
+        f"{hint}")
+
+
+def load_scaler_state(scaler, saved: dict, path: Path) -> str | None:
+    """Load a checkpoint's grad-scaler state when both it and ``scaler`` have one.
+
+    A disabled scaler (bf16, float32, CPU) saves ``{}``; an enabled one (fp16) refuses to load
+    that, and a disabled one has nothing to take from an enabled one's state. When the precision
+    changed across the resume the scaler keeps its fresh state (an fp16 run starts at scale 2**16
+    and finds its level within a few steps) and the returned sentence says so for the log.
+    """
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
+        return None
+    if not saved and not scaler.is_enabled():
+        return None
+    then, now = (("fp16 (grad scaler on)", "bf16/float32 (no grad scaler)") if saved
+                 else ("bf16/float32 or CPU (no grad scaler)", "fp16 (grad scaler on)"))
+    return (f"resuming {path} across a precision change: it was trained with {then}, this run "
+            f"uses {now}; the grad scaler starts fresh")
 
 
 def warn_other_data(path: Path, saved_config: dict, cfg: PretrainConfig, logger) -> None:
@@ -238,7 +334,7 @@ def train_one_epoch(ctx: RunContext, model: nn.Module, loader, optimizer, scaler
     # epochs and steps are counted from 1 in every message: epoch N ends in epoch_000N.pth
     bar = progress_bar(ctx, f"epoch {state.epoch + 1}/{cfg.epochs}", total=steps_total,
                        initial=state.step_in_epoch)
-    meter = Throughput()
+    meter = Throughput(device)   # synchronises on CUDA: data_wait is time the GPU idled
     interrupted = False
     iterator = iter(loader)
     while state.step_in_epoch < steps_total:
@@ -363,34 +459,51 @@ def run(cfg: PretrainConfig) -> dict:
 
 
 def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
-    from engine.rundir import refuse_earlier_run
-    refuse_earlier_run(ctx.run_dir, cfg.resume, cfg.overwrite)
     loader, sampler, n_videos, n_classes = _build_data(cfg, ctx)
+    from engine.monitor import build_monitor
+    monitor = build_monitor(cfg, ctx)
     model, plain = prepare_model(cfg, ctx.device, ctx.dist.distributed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = make_scaler(ctx.device, amp_dtype(cfg.amp, ctx.device))
     state = TrainState()
     start = resume_path(cfg)
     if start is not None:
-        state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank, ctx.logger)
+        state = restore(start, model, optimizer, scaler, cfg, ctx.dist.rank, ctx.logger,
+                        ctx.device)
         ctx.logger.info(f"resumed from {start}: {state.epoch} epochs and {state.step_in_epoch} "
                         f"steps of epoch {state.epoch + 1} done, global step {state.global_step}")
     ctx.commit()   # start-up succeeded: from here on the run folder is written
+    if start is not None and ctx.dist.is_main:
+        dropped = ctx.jsonl.truncate(keep=lambda r: r.get("epoch", -1) < state.epoch)
+        if dropped:
+            ctx.logger.warning(f"{ctx.jsonl.path}: dropped {dropped} (a record cut by a kill, or "
+                               f"epochs after the resumed checkpoint's) before appending")
+    # From here a signal stops the run after a step, with a checkpoint: installed before the log
+    # line that announces training, so a Ctrl-C that follows that line is never a KeyboardInterrupt
+    stop = StopFlag()
+    stop.install()
     ctx.logger.info(f"{n_videos} training videos in {n_classes} classes; "
                     f"{steps_text(len(loader), cfg.max_steps_per_epoch)} of {cfg.batch_size} "
                     f"videos ({cfg.per_device_batch} per process), {cfg.epochs} epochs; "
                     f"{sum(p.numel() for p in plain.parameters()):,} parameters")
     ckpt_dir = ctx.run_dir / "checkpoints"
+    if monitor is not None:
+        monitor.start(ctx.run_dir)
+
+    def on_epoch_end(epoch_seconds: float) -> dict | None:
+        """The monitor callback (engine.monitor), when it is due after this epoch."""
+        if monitor is None or not monitor.due(state.epoch + 1):
+            return None
+        return monitor.at_epoch_end(plain, state.epoch, state.global_step, epoch_seconds)
 
     def save(names: tuple[str, ...]) -> None:
-        rngs = all_gather_objects(ckpt_io.rng_state())
+        rngs = all_gather_objects(ckpt_io.rng_state(ctx.device))
         if ctx.dist.is_main:
             ckpt = make_checkpoint(model, optimizer, scaler, state, cfg, rngs)
             for name in names:
                 ckpt_io.atomic_save(ckpt, ckpt_dir / name)
+            ctx.result_saved()
 
-    stop = StopFlag()
-    stop.install()
     try:
         while state.epoch < cfg.epochs:
             sampler.set_epoch(state.epoch)
@@ -404,7 +517,7 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
                     f"--resume auto --out-dir {cfg.out_dir}")
                 write_curves(ctx)
                 return {"interrupted": True, "epoch": state.epoch, "step": state.global_step}
-            _end_epoch(ctx, state, result, optimizer, save)
+            _end_epoch(ctx, state, result, optimizer, save, on_epoch_end)
     finally:
         stop.restore()
     write_curves(ctx)
@@ -427,8 +540,11 @@ def write_curves(ctx: RunContext) -> None:
             ctx.logger.info(f"training curves (every loss term and the lr against step) -> {path}")
 
 
-def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimizer, save) -> None:
-    """Schedule update, epoch report, checkpoints, then move the state to the next epoch."""
+def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimizer, save,
+               on_epoch_end=None) -> None:
+    """Schedule update, monitor (``on_epoch_end(epoch_seconds)``, a dict or None), epoch report,
+    checkpoints, then move the state to the next epoch."""
+    from engine import monitor as mon
     cfg: PretrainConfig = ctx.cfg
     failures = gather_failures(state.epoch_failures)
     loss = result.means["total"]
@@ -436,7 +552,14 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
     state.plateau = plateau_update(state.plateau, loss, patience=cfg.plateau_patience,
                                    factor=cfg.plateau_factor,
                                    active=epoch + 1 >= len(cfg.warmup_factors))
-    improved = loss < state.best_loss
+    values = on_epoch_end(result.seconds) if on_epoch_end is not None else None
+    if values is not None:
+        state.monitor_history.append({"epoch": epoch, "step": state.global_step, **values})
+    if cfg.keep_best == "monitor":
+        improved = mon.better(values, state.best_monitor)
+        state.best_monitor = values["recall@1"] if improved else state.best_monitor
+    else:
+        improved = loss < state.best_loss
     state.best_loss = min(state.best_loss, loss)
     record = {"epoch": epoch, "step": state.global_step, "lr": optimizer.param_groups[0]["lr"],
               **{f"loss_{t}": v for t, v in result.means.items()},
@@ -451,7 +574,7 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
                     + ", ".join(f"{t} {v:.4f}" for t, v in result.means.items() if t != "total")
                     + f") lr {record['lr']:.2e} | {result.samples_per_s:.1f} samples/s, "
                     f"data wait {result.data_wait:.0%} | "
-                    + eta_text(epoch + 1, cfg.epochs, result.seconds))
+                    + eta_text(epoch + 1, cfg.epochs, result.seconds) + mon.epoch_text(values))
     warn_decode_failures(ctx.logger, epoch, failures)
     state.next_epoch()
     names = ["latest.pth"]
@@ -460,3 +583,6 @@ def _end_epoch(ctx: RunContext, state: TrainState, result: EpochResult, optimize
     if cfg.save_every_epochs and state.epoch % cfg.save_every_epochs == 0:
         names.append(f"epoch_{state.epoch:04d}.pth")
     save(tuple(names))
+    if improved and ctx.dist.is_main:
+        mon.write_best_note(ctx.run_dir / "checkpoints", cfg.keep_best, epoch, state.global_step,
+                            loss, values)

@@ -4,7 +4,9 @@ Protocol: a video's feature is the backbone's feature map [C, T'] flattened to C
 paper's backbones), averaged over ``num_clips`` (9) evenly spaced clips (16 frames at stride 2,
 centre crop 0.8, no flip), then L2-normalised. Test videos query the train gallery by cosine
 similarity; Recall@k counts a query as a hit when any of its k nearest gallery videos has its
-class. The backbone runs in eval mode (BatchNorm running statistics).
+class. The backbone runs in eval mode (BatchNorm running statistics). The features are computed by
+engine.features (FeatureProtocol kind "retrieval"), the one implementation that extract_features.py
+uses too; ``video_features`` is re-exported here for callers of the former location.
 
 Features are cached on disk under a key that names everything they depend on (checkpoint file
 identity, architecture, dataset, split, subset and list of videos, clip protocol, channel order,
@@ -30,10 +32,13 @@ from atomic_io import write_json, write_text
 from config import RetrievalConfig
 from engine import checkpoint as ckpt_io
 from engine import metrics
-from engine.common import (RunContext, amp_dtype, autocast, ensure_dataset, make_loader,
-                           run_job, seed_everything)
+from engine.common import (RunContext, amp_dtype, ensure_dataset, make_loader, run_job,
+                           seed_everything)
 from engine.distributed import all_gather_objects, barrier
 from engine.errors import NonFiniteWeightsError
+from engine.features import (FeatureProtocol, batch_features,  # noqa: F401
+                             video_features, video_identity)
+from engine.rundir import file_sha256, provenance
 from models.weights import check_checkpoint_file
 
 CACHE_VERSION = 2   # 2: keyed by checkpoint content and each video's size and mtime
@@ -53,28 +58,11 @@ class FeatureSet:
 # Features
 # --------------------------------------------------------------------------------------------
 
-def video_features(backbone: nn.Module, clips: torch.Tensor,
-                   clip_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Retrieval features of a batch of videos.
-
-    Args:
-        backbone: maps [N, 3, T, S, S] -> feature map [N, C, T'].
-        clips: [B, K, 3, T, S, S], K clips per video.
-        clip_mask: bool [B, K], the clips to average (MultiClipDataset's "clip_mask": a very short
-            video's clips that cannot be padded are left out, as in the release); None = all.
-    Returns:
-        [B, C*T'] float32: per-clip flattened feature maps averaged over the clips, L2-normalised.
-    """
-    b, k = clips.shape[:2]
-    fmap = backbone(clips.flatten(0, 1))                       # [B*K, C, T']
-    flat = fmap.float().flatten(1).view(b, k, -1)              # [B, K, C*T']
-    return metrics.l2_normalize(metrics.masked_clip_mean(flat, clip_mask))  # [B, C*T']
-
-
 @torch.no_grad()
-def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of every video of ``loader``'s dataset, each exactly once.
+def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str,
+                     protocol: FeatureProtocol | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every video of ``loader``'s dataset, each exactly once
+    (engine.features.batch_features: the features of extract_features.py too).
 
     Every process handles its DistributedSampler shard; the rows are gathered by video id (the
     sampler's padding repeats a few videos; the repeats are dropped).
@@ -85,15 +73,12 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
         RuntimeError: if a video of the dataset was not seen by any process.
     """
     cfg = ctx.cfg
-    device, dtype = ctx.device, amp_dtype(cfg.amp, ctx.device)
-    backbone.eval()
+    protocol = protocol or FeatureProtocol.from_config(cfg)
     rows: dict[int, tuple[torch.Tensor, int]] = {}
     bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
                disable=not (ctx.dist.is_main and cfg.progress))
-    for batch in bar:
-        clips = batch["clips"].to(device, non_blocking=True)         # [B, K, 3, T, S, S]
-        with autocast(device, dtype):
-            feats = video_features(backbone, clips, batch.get("clip_mask")).cpu()  # [B, D]
+    for batch, feats in batch_features(backbone, bar, ctx.device, amp_dtype(cfg.amp, ctx.device),
+                                       protocol):                   # feats [B, D]
         for vid, f, y in zip(batch["video_id"].tolist(), feats, batch["label"].tolist()):
             rows.setdefault(int(vid), (f, int(y)))
     merged: dict[int, tuple[torch.Tensor, int]] = {}
@@ -114,22 +99,6 @@ def extract_features(ctx: RunContext, backbone: nn.Module, loader, desc: str
 # Feature cache
 # --------------------------------------------------------------------------------------------
 
-_DIGESTS: dict[tuple, str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's content (memoised per path, size and mtime within this process)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
-
-
 def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
     """What identifies the weights: the checkpoint file's content (sha256; a file rewritten in
     place with other weights is another checkpoint) or, for random initialisation, the seed."""
@@ -143,16 +112,6 @@ def checkpoint_identity(cfg: RetrievalConfig) -> dict[str, Any]:
         raise ckpt_io.CheckpointError(f"--checkpoint {cfg.checkpoint}: no such file")
     check_checkpoint_file(p)   # unreadable, or a JSON/text file: say so before hashing it
     return {"init": "checkpoint", "path": str(p), "sha256": file_sha256(p)}
-
-
-def video_identity(path: str) -> str:
-    """A video's identity for the cache: path, size and modification time (a dataset regenerated
-    or re-downloaded in place changes them)."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return f"{path}\tabsent"
-    return f"{path}\t{st.st_size}\t{st.st_mtime_ns}"
 
 
 def cache_key(cfg: RetrievalConfig, subset: str, videos: list, device: torch.device
@@ -234,11 +193,19 @@ def require_finite_features(features: torch.Tensor, cfg: RetrievalConfig, what: 
                                     f"inf features from {source}; nothing was reported")
 
 
+def feature_loader(cfg: RetrievalConfig, ctx: RunContext, videos: list):
+    """The loader of retrieval's feature pass over ``videos``: the protocol's clips, this
+    process's DistributedSampler shard, ``per_device_batch`` videos per batch."""
+    from dataloaders import batching
+    dataset = FeatureProtocol.from_config(cfg).dataset(videos)
+    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False,
+                            collate_fn=batching.collate_multiclip, batch_size=cfg.per_device_batch)
+    return loader
+
+
 def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, subset: str,
                     videos: list) -> FeatureSet:
     """Features of one subset, from the cache when its key matches, else computed and cached."""
-    from dataloaders import batching
-    from dataloaders import datasets as ds
     key = cache_key(cfg, subset, videos, ctx.device)
     path = cache_file(cfg, key)
     cached = load_cached(path, key)
@@ -246,12 +213,9 @@ def subset_features(cfg: RetrievalConfig, ctx: RunContext, lazy: _LazyBackbone, 
         require_finite_features(cached[0], cfg, f"{subset} features cached in {path}")
         ctx.logger.info(f"{subset}: reusing cached features {path}: {why_valid(key)}")
         return FeatureSet(cached[0], cached[1], [p for p, _ in videos], from_cache=True)
-    d = cfg.data
-    dataset = ds.build_dataset(d, "eval", videos, cfg.seed, num_clips=cfg.num_clips)
-    loader, _ = make_loader(dataset, cfg, ctx.dist, train=False,
-                            collate_fn=batching.collate_multiclip, batch_size=cfg.per_device_batch)
     t0 = time.time()
-    features, labels = extract_features(ctx, lazy.get(), loader, f"features {subset}")
+    features, labels = extract_features(ctx, lazy.get(), feature_loader(cfg, ctx, videos),
+                                        f"features {subset}")
     require_finite_features(features, cfg, f"{subset} features")
     ctx.logger.info(f"{subset}: extracted features of {len(videos)} videos x {cfg.num_clips} clips "
                     f"in {time.time() - t0:.1f} s -> {path}")
@@ -332,6 +296,8 @@ def build_results(cfg: RetrievalConfig, recalls: dict[int, float], queries: Feat
         "feature_dim": int(queries.features.shape[1]),
         "features_from_cache": bool(queries.from_cache and gallery.from_cache),
         "notes": notes,
+        # what made this result: checkpoint sha256 / "random", seed, protocol config, split files
+        "provenance": provenance(cfg),
     })
     return results
 

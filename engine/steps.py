@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from config import ConfigError
 from engine.distributed import all_gather_objects, all_reduce_sum
 from engine.errors import NonFiniteLossError, TooManyBadVideosError
 
@@ -28,6 +29,9 @@ def wrap_ddp(model: nn.Module, device: torch.device, sync_bn: bool = False) -> n
     """``model`` (already on ``device``) under DistributedDataParallel, with SyncBatchNorm first
     when ``sync_bn`` asks for it (the module's BatchNorm layers are replaced in place)."""
     if sync_bn:
+        if device.type == "cpu":
+            raise ConfigError("--sync-bn true needs CUDA processes (torch's SyncBatchNorm runs on "
+                              "GPUs only); drop --sync-bn on the CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -10,13 +10,15 @@ one as PNG and, given a TensorBoard writer, also sends it there with ``add_figur
   across the clip), the class name under each, same-class neighbours marked by a tick and a solid
   frame, other-class ones by a cross and a dashed frame (readable in greyscale too).
 - :func:`similarity_figure`: T' x T' timestep-similarity heatmaps side by side on one colour scale.
-- :func:`training_curves_figure`: every loss term and the learning rate of a run's ``log.jsonl``.
+- :func:`training_curves_figure`: every loss term and the learning rate of a run's ``log.jsonl``,
+  and the pretraining monitor's scores (engine.monitor) when the log has them.
+- :func:`monitor_curves_figure`: the monitor's Recall@1 and timestep similarity of several runs
+  against step (the learning demo's IC only vs TCLR).
 - :func:`recall_curve_figure`: Recall@k against k, beside the recall of a random ranking.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +36,7 @@ CROSS = "\u2717"    # another class
 SAME_COLOR = "#1a9641"
 OTHER_COLOR = "#d7191c"
 QUERY_COLOR = "#2b5fd9"
+NEUTRAL_COLOR = "#555555"   # a neighbour of an unlabelled query
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, tb_writer=None, tag: str | None = None,
@@ -202,27 +205,33 @@ def filmstrip(path: str, frames: int = 4, height: int = 64) -> np.ndarray:
 
 
 def retrieval_figure(query_strips: Sequence[np.ndarray], neighbour_strips: Sequence[Sequence],
-                     correct: np.ndarray, query_names: Sequence[str],
-                     neighbour_names: Sequence[Sequence[str]], title: str = "") -> Figure:
+                     correct: np.ndarray | None, query_names: Sequence[str],
+                     neighbour_names: Sequence[Sequence[str]], title: str = "",
+                     query_heading: str = "test query") -> Figure:
     """Queries (left column) and their nearest gallery videos (right, nearest first).
 
     Args:
         query_strips: Q filmstrips, uint8 [h, w, 3] each (see :func:`filmstrip`).
         neighbour_strips: Q rows of k filmstrips.
-        correct: bool [Q, k], True where the neighbour has the query's class.
-        query_names, neighbour_names: class names, [Q] and [Q][k].
+        correct: bool [Q, k], True where the neighbour has the query's class; None for unlabelled
+            videos (scripts/search_features.py): every neighbour gets a plain frame.
+        query_names, neighbour_names: the labels under the strips (class names, or file names and
+            similarities), [Q] and [Q][k].
         title: figure title.
+        query_heading: the title above the query column.
     Returns:
         The figure: a tick and a solid frame mark same-class neighbours, a cross and a dashed
         frame other-class ones (the marks survive greyscale printing).
     """
-    correct = np.asarray(correct, dtype=bool)
-    q, k = correct.shape
-    if (len(query_strips) != q or len(neighbour_strips) != q
-            or any(len(row) != k for row in neighbour_strips)):
+    labelled = correct is not None
+    q, k = len(query_strips), len(neighbour_strips[0]) if neighbour_strips else 0
+    correct = np.asarray(correct if labelled else np.ones((q, k)), dtype=bool)
+    if (len(neighbour_strips) != correct.shape[0] or q != correct.shape[0]
+            or any(len(row) != correct.shape[1] for row in neighbour_strips)):
         raise ValueError(f"retrieval_figure: {len(query_strips)} queries and neighbour rows "
                          f"{[len(r) for r in neighbour_strips]} disagree with correct "
                          f"{correct.shape}")
+    q, k = correct.shape
     aspect = float(np.mean([s.shape[1] / s.shape[0] for s in query_strips]))   # width / height
     cell_w = float(np.clip(0.85 * aspect, 1.6, 3.6))                # inches per filmstrip
     cell_h = cell_w / aspect
@@ -233,16 +242,20 @@ def retrieval_figure(query_strips: Sequence[np.ndarray], neighbour_strips: Seque
         _strip(axes[row, 0], query_strips[row], f"query: {query_names[row]}", QUERY_COLOR, "-")
         for j in range(k):
             ok = bool(correct[row, j])
-            _strip(axes[row, j + 2], neighbour_strips[row][j],
-                   f"{TICK if ok else CROSS} {neighbour_names[row][j]}",
-                   SAME_COLOR if ok else OTHER_COLOR, "-" if ok else "--")
-    axes[0, 0].set_title("test query", fontsize=9, fontweight="bold")
+            mark = (TICK if ok else CROSS) + " " if labelled else ""
+            _strip(axes[row, j + 2], neighbour_strips[row][j], mark + neighbour_names[row][j],
+                   (SAME_COLOR if ok else OTHER_COLOR) if labelled else NEUTRAL_COLOR,
+                   "-" if ok else "--")
+    axes[0, 0].set_title(query_heading, fontsize=9, fontweight="bold")
     for j in range(k):
         axes[0, j + 2].set_title(f"neighbour {j + 1}", fontsize=9, fontweight="bold")
-    hits = int(correct[:, 0].sum())
-    fig.suptitle((title + "\n" if title else "")
-                 + f"{TICK} solid frame = same class as the query, {CROSS} dashed = other class; "
-                   f"nearest neighbour correct for {hits} of {q} queries", fontsize=10)
+    if labelled:
+        hits = int(correct[:, 0].sum())
+        legend = (f"{TICK} solid frame = same class as the query, {CROSS} dashed = other class; "
+                  f"nearest neighbour correct for {hits} of {q} queries")
+    else:
+        legend = "nearest first; under each video its cosine similarity to the query"
+    fig.suptitle((title + "\n" if title else "") + legend, fontsize=10)
     return fig
 
 
@@ -303,7 +316,26 @@ def similarity_figure(matrices: Mapping[str, np.ndarray], means: Mapping[str, fl
 # --------------------------------------------------------------------------------------------
 
 def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The per-epoch records of ``<run_dir>/log.jsonl`` (final-result records left out).
+    """The per-epoch records of ``<run_dir>/log.jsonl`` (final-result records left out); a last
+    line cut by a kill is ignored with a warning on stderr.
+
+    Raises:
+        FileNotFoundError: naming the file when the run folder has no log.
+        engine.logging.JsonlError: a line before the last is not JSON.
+    """
+    import sys
+
+    from engine.logging import read_jsonl
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path}")
+    records, _cut = read_jsonl(path, warn=lambda text: print(text, file=sys.stderr))
+    return [r for r in records if "epoch" in r and not r.get("final") and "monitor" not in r]
+
+
+def read_monitor_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The pretraining monitor's records of ``<run_dir>/log.jsonl`` (engine.monitor) as flat dicts
+    with ``epoch`` and ``step``, in epoch order (a resumed run's repeated epoch: the last wins).
 
     Raises:
         FileNotFoundError: naming the file when the run folder has no log.
@@ -311,11 +343,18 @@ def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / "log.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {path}")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if "epoch" in r and not r.get("final")]
+    from engine.logging import read_jsonl
+    rows: dict[int, dict[str, Any]] = {}
+    records, _cut = read_jsonl(path, warn=None)     # read_log has warned about a cut line
+    for record in records:
+        if isinstance(record.get("monitor"), dict):
+            rows[int(record["epoch"])] = {"epoch": record["epoch"], "step": record["step"],
+                                          **record["monitor"]}
+    return [rows[e] for e in sorted(rows)]
 
 
-def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
+def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = "",
+                           monitor: Sequence[Mapping[str, Any]] = ()) -> Figure:
     """Every loss term and the learning rate of a run against its training step.
 
     Args:
@@ -323,10 +362,13 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = ""
             classification: ``epoch``, ``lr``, ``loss`` and accuracies). A run resumed into the
             same folder repeats epochs; the last record of each epoch wins.
         title: figure title (e.g. the run folder).
+        monitor: the pretraining monitor's records (:func:`read_monitor_log`); when given, a
+            panel of its scores follows the total loss.
     Returns:
-        Panels sharing the x axis: the total loss (``loss`` or ``loss_total``), the other
-        ``loss_*`` terms, the learning rate (log scale). x is the global step at the end of each
-        epoch when the records have one, else the number of epochs done.
+        Panels sharing the x axis: the total loss (``loss`` or ``loss_total``), the monitor's
+        scores (when given), the other ``loss_*`` terms, the learning rate (log scale). x is the
+        global step at the end of each epoch when the records have one, else the number of
+        epochs done.
     """
     by_epoch = {int(r["epoch"]): r for r in records}
     rows = [by_epoch[e] for e in sorted(by_epoch)]
@@ -341,9 +383,12 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = ""
     panels = [group for group in (totals, terms) if group]
     if not panels:
         raise ValueError("training_curves_figure: the records hold no loss value")
-    fig = Figure(figsize=(8.0, 3.0 + 2.4 * len(panels)), layout="constrained")
-    *loss_axes, ax_lr = fig.subplots(len(panels) + 1, 1, sharex=True,
-                                     height_ratios=[2] * len(panels) + [1.2])
+    extra = 1 if monitor else 0
+    fig = Figure(figsize=(8.0, 3.0 + 2.4 * (len(panels) + extra)), layout="constrained")
+    *loss_axes, ax_lr = fig.subplots(len(panels) + extra + 1, 1, sharex=True,
+                                     height_ratios=[2] * (len(panels) + extra) + [1.2])
+    if monitor:
+        _monitor_panel(loss_axes.pop(1), monitor)
     for ax, group in zip(loss_axes, panels):
         for key in group:
             total = key in totals
@@ -361,6 +406,72 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]], title: str = ""
     ax_lr.grid(alpha=0.3, which="both")
     span = f"{len(rows)} epochs" + (f", {xs[-1]} steps" if use_step else "")
     ax_loss.set_title((title + "\n" if title else "") + span, fontsize=10)
+    return fig
+
+
+def _monitor_panel(ax, monitor: Sequence[Mapping[str, Any]]) -> None:
+    """Recall@1/5 and kNN top-1 (left axis, %) and timestep similarity (right axis) by step."""
+    xs = [r["step"] for r in monitor]
+    drawn = False
+    for key, style in (("recall@1", "-o"), ("recall@5", ":o"), ("knn_top1", "--s")):
+        ys = [np.nan if r.get(key) is None else r[key] for r in monitor]
+        if not all(np.isnan(ys)):
+            ax.plot(xs, ys, style, markersize=3, label=f"monitor {key.replace('_', ' ')} (%)")
+            drawn = True
+    ax.set_ylabel("monitor score (%)" if drawn else "")
+    if drawn:
+        ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    sims = [np.nan if r.get("timestep_similarity") is None else r["timestep_similarity"]
+            for r in monitor]
+    twin.plot(xs, sims, "-^", color="tab:brown", markersize=3,
+              label="timestep similarity (right)")
+    twin.set_ylim(0, 1)
+    twin.set_ylabel("timestep similarity")
+    lines = ax.get_lines() + twin.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower left",
+              ncols=2)
+    ax.set_title(f"monitor ({monitor[-1].get('videos', '?')} train videos, leave-one-out; "
+                 "lower timestep similarity = more temporal diversity)", fontsize=9)
+
+
+def monitor_curves_figure(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+                          title: str = "") -> Figure:
+    """The monitor's Recall@1 and timestep similarity against step, several runs side by side.
+
+    Args:
+        runs: label -> the monitor records (:func:`read_monitor_log`) of each run under that
+            label (e.g. one per seed); a label's runs share a colour, their mean is the thick line.
+        title: figure title.
+    """
+    if not runs or not any(runs.values()):
+        raise ValueError("monitor_curves_figure: no run with monitor records")
+    fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+    ax_r, ax_s = fig.subplots(1, 2, sharex=True)
+    for i, (label, series) in enumerate(runs.items()):
+        color = f"C{i}"
+        for key, ax in (("recall@1", ax_r), ("timestep_similarity", ax_s)):
+            curves = [([r["step"] for r in recs],
+                       [np.nan if r.get(key) is None else r[key] for r in recs])
+                      for recs in series if recs]
+            for xs, ys in curves:
+                ax.plot(xs, ys, color=color, alpha=0.35, linewidth=1)
+            steps = sorted(set.intersection(*(set(xs) for xs, _ in curves)))
+            mean = [np.nanmean([ys[xs.index(s)] for xs, ys in curves]) for s in steps]
+            ax.plot(steps, mean, "-o", color=color, linewidth=2.2, markersize=3,
+                    label=f"{label} ({len(curves)} run{'s' if len(curves) > 1 else ''})")
+    ax_r.set_ylabel("monitor Recall@1 (%)")
+    ax_s.set_ylabel("timestep similarity (mean off-diagonal)")
+    ax_s.set_ylim(0, 1)
+    for ax in (ax_r, ax_s):
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_r.set_title("Recall@1 on the train-split monitor set (leave-one-out)", fontsize=10)
+    ax_s.set_title("temporal diversity (lower = timesteps differ more)", fontsize=10)
+    fig.suptitle(title or "the pretraining monitor: thin lines = runs, thick = their mean",
+                 fontsize=11)
     return fig
 
 
@@ -409,5 +520,6 @@ def write_training_curves(run_dir: str | os.PathLike, tb_writer=None) -> Path | 
     records = read_log(run_dir)
     if not records:
         return None
-    fig = training_curves_figure(records, title=f"training curves of {run_dir}")
+    fig = training_curves_figure(records, title=f"training curves of {run_dir}",
+                                 monitor=read_monitor_log(run_dir))
     return save_figure(fig, run_dir / "training_curves.png", tb_writer, "train/curves")

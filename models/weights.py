@@ -191,7 +191,8 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        # torch >= 2.4: "Unsupported global: GLOBAL <name>"; torch 2.3: "Unsupported class <name>"
+        blocked = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(err))
         if blocked is None:
             raise _corrupt(path, err) from err
         if not trust_checkpoint:

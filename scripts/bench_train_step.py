@@ -58,7 +58,8 @@ if str(REPO_ROOT) not in sys.path:
 
 import config as config_mod  # noqa: E402
 from config import PretrainConfig  # noqa: E402
-from engine.common import amp_dtype, autocast, make_loader, make_scaler  # noqa: E402
+from engine.common import (TF32_POLICIES, amp_dtype, apply_tf32, autocast, make_loader,  # noqa: E402
+                           make_scaler)
 from engine.distributed import DistInfo, resolve_device  # noqa: E402
 from engine.pretrain import batch_clips, prepare_model, train_step  # noqa: E402
 from losses.reference import reference_tclr_loss  # noqa: E402
@@ -104,6 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--quick", action="store_true", help="smoke-test sizes and step counts on any device")
     add("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add("--seed", type=int, default=0)
+    add("--tf32", default="release", choices=tuple(TF32_POLICIES),
+        help="TF32 policy, as the training jobs' --tf32 (default: release)")
     add("--no-e2e", action="store_true", help="skip the end-to-end measurement")
     add("--e2e-videos", help="dataset root to decode (default: a synthetic one in a temp folder)")
     add("--e2e-dataset", default="synthetic", choices=config_mod.DATASETS,
@@ -420,6 +423,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     if args.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as engine.common.setup_run does for training
+    print(f"tf32: {apply_tf32(args.tf32)}")
     runners = [StepRunner(args, variant) for variant in variants(args)]
     clips = synthetic_clips(args)
     steps = bench_steps(args, runners, clips)

@@ -40,8 +40,8 @@ if str(ROOT) not in sys.path:
 
 import config  # noqa: E402
 from atomic_io import WriteError, write_text  # noqa: E402
-from engine.metrics import (ResultsFileError, aggregate_results, format_mean_std,  # noqa: E402
-                            load_results)
+from engine.metrics import (ResultsFileError, aggregate_results,  # noqa: E402
+                            differences_besides_seed, format_mean_std, load_results)
 
 CLASSIFY_JOBS = ("linear", "finetune")
 JOB_NAMES = {"linear": "Linear", "finetune": "Finetune", "retrieval": "Retrieval"}
@@ -175,10 +175,24 @@ def _row_order(key: tuple[str, str, str, str]) -> tuple:
 
 
 def group_results(results: list[dict]) -> dict[tuple, dict[int, list[dict]]]:
-    """{row key: {split: [runs]}}, rows in table order."""
+    """{row key: {split: [runs]}}, rows in table order.
+
+    Raises:
+        ResultsError: the runs of one cell (averaged as seeds) differ in anything but the seed
+            (e.g. one checkpoint path that held other weights, another protocol config or split
+            files): the message says what differs and where.
+    """
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         groups[row_key(r)][int(r.get("split", 1))].append(r)
+    for key, splits in groups.items():
+        for split, runs in splits.items():
+            differ = differences_besides_seed(runs)
+            if differ:
+                raise ResultsError(
+                    f"the {key[0]} runs of {key[2]} on {key[1]} split {split} differ in more than "
+                    f"the seed, so they are not averaged: {'; '.join(differ[:3])}. Move the runs "
+                    "of the other checkpoint or protocol into another results folder")
     return {k: dict(sorted(groups[k].items())) for k in sorted(groups, key=_row_order)}
 
 
@@ -361,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = render(results, args.digits, warnings)
+    try:
+        text = render(results, args.digits, warnings)
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(text, end="")
     if args.out:
         out = Path(args.out)

@@ -7,7 +7,8 @@
 #
 # Default budget: 6 epochs of 12 steps of 10 videos per variant (PRETRAIN_EPOCHS), about 3 CPU
 # minutes each on 2 idle cores; LINEAR_EPOCHS (default 10) for --linear, which, like demo.sh, lets
-# BatchNorm statistics update (--bn-mode train). Finished stages are reused on a re-run.
+# BatchNorm statistics update (--bn-mode train). Finished pretraining is reused on a re-run; the
+# evaluations run again (--overwrite true: the earlier results stay until the new ones are saved).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
@@ -35,9 +36,11 @@ VARIANTS=(ic_only ic_ll ic_gl tclr)
 
 evaluate() {  # evaluate NAME [--checkpoint PATH]
     local name=$1; shift
-    run "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" "$@" --out-dir "$OUT/$name/retrieval"
+    run "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" "$@" --overwrite true \
+        --out-dir "$OUT/$name/retrieval"
     if [[ $LINEAR == 1 ]]; then
-        run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "$@" --epochs "$LINEAR_EPOCHS" \
+        run "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" "$@" --overwrite true \
+            --epochs "$LINEAR_EPOCHS" \
             --preset demo_linear --out-dir "$OUT/$name/linear"
     fi
 }

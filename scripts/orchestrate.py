@@ -16,7 +16,10 @@ Environment: PYTHON, the interpreter the commands name (default ``python``); TOR
 ``==``, commands with ``+``. A user mistake ends as one ``error: ...`` line with exit status 2; a
 failed run ends the suite with status 1 (naming the run and its log), another failed step with
 the step's own status; Ctrl-C lets the running job end as it does on its own and stops the plan
-(status 130). Run folders with a complete results.json count as finished.
+(status 130). A run folder counts as finished when its results.json is complete and records the
+same checkpoint sha256, seed, protocol config and split-file digests as the planned run; a rerun
+into a folder with outputs passes --overwrite true (the job keeps the old ones aside until its
+first result is saved).
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from engine.errors import JobInterrupted  # noqa: E402
 # runs and keeps the ledger.
 from orchestrate_plans import (  # noqa: E402
     CurveOptions, ReproduceOptions, SuiteOptions, Tools, TrainedOn, curve_points,
-    parse_curve_args, parse_reproduce_args, parse_suite_args, reproduce_plan, split_note,
-    suite_runs, tables_argv)
+    parse_curve_args, parse_reproduce_args, parse_suite_args, planned_provenance, reproduce_plan,
+    split_note, suite_runs, tables_argv)
 
 # The metric a finished run's results.json holds (written by engine.classify_report, called from
 # engine.classify, and by engine.retrieval).
@@ -60,12 +63,15 @@ class StepFailed(Exception):
         self.status = status
 
 
-def finished(run_dir: str, job: str) -> tuple[bool, str]:
-    """Whether ``run_dir`` holds the complete results.json of a ``job`` run.
+def finished(run_dir: str, job: str, argv: list[str] | None = None) -> tuple[bool, str]:
+    """Whether ``run_dir`` holds the complete results.json of a ``job`` run that the command
+    ``argv`` would make again: same checkpoint content (sha256), seed, protocol config and split
+    files (its "provenance").
 
     Returns:
         (done, why_not): why_not is empty when there is no results.json at all, else it says what
-        is wrong with the one there (unreadable, another job's, no metric): such a run reruns.
+        is wrong with the one there (unreadable, another job's, no metric, made by another
+        checkpoint or protocol): such a run reruns.
     """
     path = Path(run_dir) / "results.json"
     if not path.is_file():
@@ -79,6 +85,17 @@ def finished(run_dir: str, job: str) -> tuple[bool, str]:
         return False, f"{path} holds the results of a {result.get('job')!r} job, not of {job!r}"
     if not isinstance(result.get(METRIC[job]), (int, float)):
         return False, f"{path} has no {METRIC[job]!r} (the job did not finish writing it)"
+    if argv is None:
+        return True, ""
+    made = result.get("provenance")
+    if not isinstance(made, dict):
+        return False, (f"{path} does not record which checkpoint, config and split files made it "
+                       "(written before results carried their provenance)")
+    from engine.rundir import provenance_differences
+    differ = provenance_differences(made, planned_provenance(job, argv), ignore=())
+    if differ:
+        return False, (f"{path} was made by another run than this one: "
+                       + "; ".join(differ[:4]) + (" ..." if len(differ) > 4 else ""))
     return True, ""
 
 
@@ -107,6 +124,13 @@ def trained_on(checkpoint: str) -> TrainedOn | None:
     if isinstance(data.get("dataset"), str) and isinstance(data.get("split"), int):
         return TrainedOn(data["dataset"], data["split"], kind)
     return None
+def rerun_argv(run_dir: str, argv: list[str]) -> list[str]:
+    """``argv``, with ``--overwrite true`` when ``run_dir`` already holds a run's outputs (a rerun:
+    the job keeps them aside until its first result is saved, and puts them back if it fails)."""
+    from engine.rundir import output_paths
+    if Path(run_dir).is_dir() and output_paths(Path(run_dir)):
+        return [*argv, "--overwrite", "true"]
+    return argv
 
 
 def run_command(argv: list[str]) -> int:
@@ -173,12 +197,15 @@ scripts/eval_ucf101.sh and scripts/eval_hmdb51.sh call this with their dataset n
   --seeds "0"          seeds of the linear/finetune runs (several give mean ± std); retrieval of
                        a checkpoint runs once per split (its features do not depend on the seed)
   --protocols "linear finetune retrieval"   which protocols (default: all three)
-  --out DIR            results folder (default: runs/eval_<dataset>_<checkpoint file stem>);
+  --out DIR            results folder (default: runs/eval_<dataset>_<run>-<stem>-<sha8>: the
+                       checkpoint's run folder, file stem and content digest; _random);
                        runs go to DIR/<protocol>/split<S>_seed<N>/, the tables to DIR/tables.md
   --gpus N             processes per run: torchrun --standalone when N > 1 (default:
                        $TCLR_GPUS, else 1)
   --linear-args "..." / --finetune-args "..." / --retrieval-args "..."   flags for one protocol
-  --force              rerun runs that already have a complete results.json (default: skip them)
+  --force              rerun runs that already have a complete results.json (default: skip a
+                       run whose results.json was made by the same checkpoint content, seed,
+                       protocol config and split files; any other is run again, saying why)
   --keep-going         after a failed run, go on with the others (exit status 1 at the end)
   --dry-run            print the commands; run and create nothing
 Any other flag (and everything after --) goes to every entry point, e.g. --data-root DIR,
@@ -210,13 +237,15 @@ def run_suite(opts: SuiteOptions, tools: Tools, runner: Runner) -> int:
         runner.info(f"[{number}/{len(runs)}] {run.protocol}, {opts.dataset} split {run.split}, "
                     f"seed {run.seed} -> {run.run_dir}")
         if not opts.force:
-            done, why_not = finished(run.run_dir, run.protocol)
+            done, why_not = finished(run.run_dir, run.protocol,
+                                     None if runner.dry_run else run.argv)
             if done:
-                runner.info(f"skipped: {run.run_dir}/results.json exists (--force reruns it)")
+                runner.info(f"skipped: {run.run_dir}/results.json exists, made by the same "
+                            "checkpoint, seed, protocol and split files (--force reruns it)")
                 continue
             if why_not:
                 runner.info(f"rerunning: {why_not}")
-        if runner.run(run.argv) != 0:
+        if runner.run(rerun_argv(run.run_dir, run.argv)) != 0:
             hint = log_hint(run.run_dir)
             failed.append(f"{run.protocol} split {run.split} seed {run.seed} ({hint})")
             if not opts.keep_going:
@@ -365,10 +394,15 @@ def run_curve(opts: CurveOptions, tools: Tools, runner: Runner) -> int:
     rows = []
     for point, label in zip(points, labels):
         runner.info(label)
-        if finished(point.run_dir, "retrieval")[0]:
-            runner.info(f"{point.name}: reusing {point.run_dir}/results.json")
+        done, why_not = finished(point.run_dir, "retrieval",
+                                 None if runner.dry_run else point.argv)
+        if done:
+            runner.info(f"{point.name}: reusing {point.run_dir}/results.json (same checkpoint, "
+                        "protocol and split files)")
         else:
-            status = runner.run(point.argv)
+            if why_not:
+                runner.info(f"{point.name}: rerunning: {why_not}")
+            status = runner.run(rerun_argv(point.run_dir, point.argv))
             if status != 0:
                 raise StepFailed(f"retrieval of {point.name} failed (exit status {status}); "
                                  f"{log_hint(point.run_dir)}", status)

@@ -108,6 +108,21 @@ def walk_options(argv: list[str], values: tuple[str, ...], switches: tuple[str, 
     return own, rest
 
 
+def planned_provenance(protocol: str, argv: list[str]) -> dict:
+    """The provenance (engine.rundir.provenance) the run of ``argv`` would write into its
+    results.json: its flags are parsed as the entry point parses them.
+
+    Raises:
+        ConfigError: the flags are not a valid configuration of ``protocol``.
+    """
+    import config
+    from engine.rundir import provenance
+    script = ENTRY_POINTS[protocol]
+    start = next(i for i, word in enumerate(argv) if word.endswith(script)) + 1
+    cfg, _ = config.parse_config(protocol, argv[start:], world_size=1)
+    return provenance(cfg)
+
+
 def tables_argv(out: str, tools: Tools) -> list[str]:
     """scripts/make_tables.py over a results folder, into ``out``/tables.md."""
     return [tools.python, tools.entry("scripts/make_tables.py"), out, "--out", f"{out}/tables.md"]
@@ -187,9 +202,9 @@ def parse_suite_args(argv: list[str], env: Mapping[str, str] = os.environ) -> Su
     if not (splits and seeds and protocols):
         raise ConfigError("--splits, --seeds, --protocols: empty")
     gpus = parse_gpus(own.get("--gpus", env.get("TCLR_GPUS") or "1"))
-    stem = Path(checkpoint).name.split(".")[0]
     return SuiteOptions(
-        dataset=dataset, checkpoint=checkpoint, out=own.get("--out") or f"runs/eval_{dataset}_{stem}",
+        dataset=dataset, checkpoint=checkpoint,
+        out=own.get("--out") or f"runs/eval_{dataset}_{checkpoint_name(checkpoint)}",
         splits=[int(s) for s in splits], seeds=[int(s) for s in seeds], protocols=protocols,
         gpus=gpus, extra=extra, force="--force" in own, keep_going="--keep-going" in own,
         dry_run="--dry-run" in own or dry_run_default(env),
@@ -246,6 +261,17 @@ def _splits(numbers: list[int]) -> str:
     if len(words) == 1:
         return f"split {words[0]}"
     return f"splits {', '.join(words[:-1])} and {words[-1]}"
+def checkpoint_name(checkpoint: str) -> str:
+    """The default results folder's name for a checkpoint: its run folder's name, its file stem
+    and the first 8 hex digits of its sha256 (``tclr-best-1a2b3c4d``), so the best.pth of two
+    runs, or of one run before and after more training, never share a folder; "random" for
+    random initialisation. A file that does not exist (a dry run) goes without the digest."""
+    if checkpoint == "random":
+        return "random"
+    from engine.rundir import checkpoint_run_dir, file_sha256
+    path = Path(checkpoint)
+    name = f"{checkpoint_run_dir(path).name}-{path.name.split('.')[0]}"
+    return f"{name}-{file_sha256(path)[:8]}" if path.is_file() else name
 
 
 def seeds_of(opts: SuiteOptions, protocol: str) -> list[int]:

@@ -27,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="run folders with a log.jsonl")
     args = parser.parse_args(argv)
+    from engine.logging import JsonlError
     from engine.visualize import write_training_curves
     from user_errors import UserError
     for run_dir in args.run_dirs:
         try:
             path = write_training_curves(run_dir)
-        except (FileNotFoundError, UserError) as exc:   # UserError: the picture cannot be written
+        except (FileNotFoundError, JsonlError, UserError) as exc:   # UserError: unwritable picture
             print(f"error: {exc}", file=sys.stderr)
             return 2
         done = f"wrote {path}" if path else "no epoch finished yet, nothing drawn"

@@ -8,7 +8,9 @@ Each LABEL=DIR names a folder holding the runs of one initialisation; every resu
 contributes its metrics: linear/finetune "top1", retrieval "recall@1" and "recall@5"; every
 temporal_diversity.json (scripts/temporal_diversity.py) below it with one checkpoint contributes
 its mean off-diagonal timestep similarity (lower = the timesteps of a clip's features differ more).
-Several results of one kind in a folder (seeds) are shown as mean +- std.
+Several results of one kind in a folder (seeds) are shown as mean +- std; results that differ in
+anything but the seed (another initialisation or checkpoint, protocol, split files) are never
+averaged: the script stops and says what differs (name one folder per initialisation).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.analysis import RESULTS_FILE as DIVERSITY_FILE  # noqa: E402
-from engine.metrics import (ResultsFileError, aggregate_results, format_mean_std,  # noqa: E402
-                            load_results)
+from engine.metrics import (MixedResultsError, ResultsFileError, aggregate_results,  # noqa: E402
+                            differences_besides_seed, format_mean_std, load_results)
 
 COLUMNS = (("linear", "top1", "linear top-1 %"), ("finetune", "top1", "finetune top-1 %"),
            ("retrieval", "recall@1", "R@1 %"), ("retrieval", "recall@5", "R@5 %"),
@@ -35,9 +37,20 @@ def diversity_results(folder: Path) -> list[dict]:
     not one initialisation's value; skipped)."""
     out = []
     for path in sorted(folder.rglob(DIVERSITY_FILE)):
-        entries = json.loads(path.read_text())["checkpoints"]
+        document = json.loads(path.read_text())
+        entries = document["checkpoints"]
         if len(entries) == 1:
-            out.append({"job": "temporal_diversity", "mean_offdiag": entries[0]["mean_offdiag"]})
+            entry = entries[0]
+            result = {"job": "temporal_diversity", "mean_offdiag": entry["mean_offdiag"],
+                      "init": "random" if entry.get("checkpoint") == "random" else "checkpoint",
+                      "checkpoint": entry.get("checkpoint"), "run_dir": str(path.parent)}
+            if "checkpoint_sha256" in entry:     # written since the documents carry digests
+                protocol = {k: v for k, v in document.get("protocol", {}).items()
+                            if k not in ("seed", "data_root")}
+                result["provenance"] = {"checkpoint_sha256": entry["checkpoint_sha256"],
+                                        "checkpoint_recipe": entry.get("checkpoint_recipe"),
+                                        "config": protocol}
+            out.append(result)
     return out
 
 
@@ -47,6 +60,12 @@ def row(folder: Path) -> dict[str, str]:
     cells = {}
     for job, key, title in COLUMNS:
         mine = [r for r in results if r.get("job") == job and key in r]
+        differ = differences_besides_seed(mine)
+        if differ:
+            raise MixedResultsError(
+                f"the {job} results under {folder} differ in more than the seed, so they are "
+                f"not averaged: {'; '.join(differ[:3])}. Name one folder per initialisation and "
+                "protocol (LABEL=DIR for each)")
         if mine:
             entry = aggregate_results(mine, keys=[key])["metrics"][key]
             digits = 3 if job == "temporal_diversity" else 1  # a cosine similarity, not a percentage
@@ -67,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"expected LABEL=DIR with an existing folder, got {spec!r}")
         try:
             rows.append((label, row(Path(folder))))
-        except ResultsFileError as exc:
+        except (ResultsFileError, MixedResultsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     titles = [t for _j, _k, t in COLUMNS if any(t in cells for _l, cells in rows)]

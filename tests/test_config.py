@@ -177,9 +177,11 @@ def test_help_is_grouped_and_shows_only_the_jobs_flags():
     # sections in order; retrieval has no optimisation or loss section
     titles = [line[:-1] for line in pretrain.splitlines() if line in
               {f"{s}:" for s in config.HELP_SECTIONS}]
-    assert titles == ["data", "model", "optimisation", "loss", "runtime"]
+    # pretraining's evaluation section holds the monitor (--monitor-every, --keep-best)
+    assert titles == ["data", "model", "optimisation", "loss", "evaluation", "runtime"]
     assert "\noptimisation:\n" not in retrieval and "\nloss:\n" not in retrieval
-    loss = pretrain.split("\nloss:\n", 1)[1].split("\nruntime:\n", 1)[0]
+    assert "--monitor-every" in pretrain.split("\nevaluation:\n", 1)[1].split("\nruntime:\n")[0]
+    loss = pretrain.split("\nloss:\n", 1)[1].split("\nevaluation:\n", 1)[0]
     assert "--temperature" in loss and "--w-ic-global" in loss and "--lr" not in loss
     # the presets, described
     assert "presets (--preset NAME" in retrieval

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -11,12 +10,7 @@ import torch.multiprocessing as mp
 
 from engine.distributed import gather_batch
 from losses import nt_xent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def _data():
@@ -46,7 +40,7 @@ def test_gathered_loss_and_gradients_equal_one_process():
     loss.backward()
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
+        mp.spawn(_worker, args=(free_port(), out), nprocs=2, join=True)
         results = dict(out)
     for rank in (0, 1):
         l, ga, gb = results[rank]

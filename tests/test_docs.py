@@ -14,7 +14,8 @@ from urllib.parse import unquote
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ("reproduce", "differences", "demos", "faults", "performance", "synthetic", "configuration")
+PAGES = ("reproduce", "differences", "demos", "faults", "performance", "synthetic", "configuration",
+         "features", "testing")
 
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 CODE_SPAN = re.compile(r"(`+).*?\1")

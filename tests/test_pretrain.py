@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import train_pretrain
 from engine import checkpoint as ck
 from engine import pretrain as pre
 from tests.pictures import assert_picture
+from tests.ports import torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,11 +154,7 @@ def test_missing_dataset_root_is_a_clear_error(tmp_path):
 
 def test_torchrun_two_processes(tiny_ucf, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29533", "train_pretrain.py", *tiny_args(tiny_ucf, out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    proc = torchrun("train_pretrain.py", *tiny_args(tiny_ucf, out), timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(epoch_losses(out)) == 1
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1

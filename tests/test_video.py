@@ -175,13 +175,64 @@ def test_missing_file_and_directory(tmp_path):
         probe_video(str(tmp_path))
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_permissions(tmp_path, videos):
-    path = tmp_path / "locked.avi"
-    path.write_bytes(open(videos["XVID"][0], "rb").read())
-    path.chmod(0)
-    with pytest.raises(VideoDecodeError, match="permission denied"):
-        read_frames(str(path), [0])
+UNPRIVILEGED_READ = """
+import sys
+from dataloaders.video import VideoDecodeError, read_frames
+try:
+    read_frames(sys.argv[1], [0])
+except VideoDecodeError as error:
+    print("reason:", error.reason)
+    sys.exit(0)
+print("the file was read")
+sys.exit(3)
+"""
+NOBODY = 65534
+
+
+def _drop_to_nobody() -> None:
+    """preexec_fn: the child gives up root for the conventional 'nobody' user and group."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_unreadable_permissions(videos):
+    """A file this user may not read is reported as such. Root reads any file whatever its mode,
+    so as root (CI) the read runs in a child process that first drops to the 'nobody' user: the
+    real kernel refusal is tested either way. Its limit: that child must be able to read the
+    repository and the Python environment (world-readable here); if it cannot even start, the
+    test fails with the child's error rather than passing."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    folder = Path(tempfile.mkdtemp(prefix="tclr-unreadable-"))   # not under root's 0700 tmp_path
+    try:
+        folder.chmod(0o755)
+        path = folder / "locked.avi"
+        path.write_bytes(open(videos["XVID"][0], "rb").read())
+        path.chmod(0)
+        if os.geteuid() != 0:
+            with pytest.raises(VideoDecodeError, match="permission denied"):
+                read_frames(str(path), [0])
+            return
+        root = Path(__file__).resolve().parent.parent
+        command = [sys.executable, "-c", UNPRIVILEGED_READ, str(path)]
+        setpriv = shutil.which("setpriv")
+        # setpriv (util-linux) where present: some sandboxes refuse the exec after a preexec_fn
+        # setuid that setpriv's own exec passes
+        drop = ({"args": [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                          *command]} if setpriv else
+                {"args": command, "preexec_fn": _drop_to_nobody})
+        proc = subprocess.run(**drop, cwd=root, env={**os.environ, "PYTHONPATH": str(root),
+                                                     "PYTHONDONTWRITEBYTECODE": "1"},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+        assert "reason: permission denied" in proc.stdout, proc.stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_error_pickles_and_bad_arguments(videos):

@@ -273,7 +273,7 @@ def test_eval_suite_commands(tmp_path):
     orch, opts = suite_of("ucf101", "ckpts/my_model.pth", "--splits", "1 2", "--device", "cuda:1",
                           "--trust-checkpoint", "true", "--linear-args", "--bn-mode train")
     tools = orch.Tools(python="python", cwd=tmp_path)      # not the repository: absolute paths
-    out = "runs/eval_ucf101_my_model"
+    out = "runs/eval_ucf101_ckpts-my_model"   # run folder and stem (no file: no digest)
     runs = orch.suite_runs(opts, tools)
     expected = []
     for split in ("1", "2"):
@@ -307,7 +307,7 @@ def test_eval_suite_commands_random_torchrun_seeds():
                           env={"TCLR_GPUS": "3"})
     assert [(r.protocol, r.seed) for r in orch.suite_runs(opts, orch.Tools())] == [
         ("linear", 4), ("linear", 5), ("finetune", 4), ("finetune", 5), ("retrieval", 4)]
-    assert opts.gpus == 3 and opts.out == "runs/eval_hmdb51_b"
+    assert opts.gpus == 3 and opts.out == "runs/eval_hmdb51_a-b"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -332,8 +332,9 @@ def test_eval_suite_rejects_bad_options(args, message):
 def test_eval_suite_skips_complete_runs_and_reruns_incomplete_ones(tmp_path, capsys):
     orch, opts = suite_of("ucf101", "random", "--splits", "1", "--out", str(tmp_path))
     (tmp_path / "linear" / "split1_seed0").mkdir(parents=True)
+    made = orch.planned_provenance("linear", orch.suite_runs(opts, orch.Tools(cwd=ROOT))[0].argv)
     (tmp_path / "linear" / "split1_seed0" / "results.json").write_text(
-        json.dumps({"job": "linear", "top1": 12.5}))
+        json.dumps({"job": "linear", "top1": 12.5, "provenance": made}))
     (tmp_path / "finetune" / "split1_seed0").mkdir(parents=True)
     (tmp_path / "finetune" / "split1_seed0" / "results.json").write_text('{"job": "finet')
     (tmp_path / "retrieval" / "split1_seed0").mkdir(parents=True)

@@ -91,8 +91,10 @@ class EntryPoint:
             os.chdir(ROOT)
             _fresh_logger()
             # The runs are on the CPU (--device cpu), and a child forked from a process that used
-            # CUDA cannot use it: keep code that asks (RNG state capture) off the GPU.
-            torch.cuda.is_available = lambda: False
+            # CUDA cannot use it: keep code that asks (--device auto) off the GPU, unless a test
+            # planted stand-in GPUs (tests/test_cuda_ready.FakeCuda).
+            if not getattr(torch.cuda.is_available, "cuda_stand_in", False):
+                torch.cuda.is_available = lambda: False
             sys.argv = [script, *args]
             _fresh_exit_handlers()
             code = _run_as_main(str(ROOT / script))

@@ -97,8 +97,8 @@ def test_ctrl_c_during_the_linear_probe(tiny_ucf, tmp_path):
 def test_ctrl_c_during_retrieval(tiny_ucf, tmp_path, monkeypatch):
     """Between the gallery's and the queries' extraction (slowed down here): the gallery's cached
     features are kept and named; a rerun reuses them."""
-    from engine import retrieval
-    real = _slow_down(monkeypatch, retrieval, "video_features", 0.5)
+    from engine import features
+    real = _slow_down(monkeypatch, features, "video_features", 0.5)
     out = tmp_path / "ret"
     args = retrieval_args(tiny_ucf, out)
     proc = EntryPoint("nn_retrieval.py", args)
@@ -109,8 +109,9 @@ def test_ctrl_c_during_retrieval(tiny_ucf, tmp_path, monkeypatch):
     (cached,) = (out / "features").glob("train-*.pt")
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("interrupted:")]
     assert f"kept in {out}:" in line and f"features/{cached.name}" in line
-    monkeypatch.setattr(retrieval, "video_features", real)
-    rerun = run_script("nn_retrieval.py", *args)
+    assert "rerun the same command with --overwrite true" in line
+    monkeypatch.setattr(features, "video_features", real)
+    rerun = run_script("nn_retrieval.py", *args, "--overwrite", "true")
     assert rerun.returncode == 0 and "train: reusing cached features" in rerun.output
 
 

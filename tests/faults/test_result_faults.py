@@ -48,7 +48,7 @@ def test_feature_cache_is_not_reused_after_the_dataset_is_regenerated(tiny_ucf, 
     args = retrieval_args(root, out)
     first = run_script("nn_retrieval.py", *args)
     assert first.returncode == 0, first.output[-3000:]
-    second = run_script("nn_retrieval.py", *args)
+    second = run_script("nn_retrieval.py", *args, "--overwrite", "true")
     assert second.returncode == 0, second.output[-3000:]
     assert "train: reusing cached features" in second.output
     assert "random initialisation, seed 0, same 16 videos (path, size and mtime of each)" \
@@ -57,7 +57,7 @@ def test_feature_cache_is_not_reused_after_the_dataset_is_regenerated(tiny_ucf, 
 
     synthetic.generate(str(root), classes=4, videos_per_class=6, frames=72, width=64, height=48,
                        seed=1, layout="ucf101", progress=False, overwrite=True)
-    third = run_script("nn_retrieval.py", *args)
+    third = run_script("nn_retrieval.py", *args, "--overwrite", "true")
     assert third.returncode == 0, third.output[-3000:]
     assert "reusing cached features" not in third.output
     assert "train: extracted features of 16 videos" in third.output
@@ -82,7 +82,7 @@ def test_feature_cache_follows_checkpoint_content(tiny_ucf, base_run, tmp_path):
     torch.save(state, ckpt)
     os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert ckpt.stat().st_size == stat.st_size and ckpt.stat().st_mtime_ns == stat.st_mtime_ns
-    rerun = run_script("nn_retrieval.py", *args)
+    rerun = run_script("nn_retrieval.py", *args, "--overwrite", "true")
     assert rerun.returncode == 0, rerun.output[-3000:]
     assert "reusing cached features" not in rerun.output
 
@@ -150,10 +150,10 @@ def test_evaluation_refuses_non_finite_weights(tiny_ucf, tmp_path, nan_checkpoin
 
 def test_retrieval_refuses_non_finite_features(tiny_ucf, tmp_path, monkeypatch):
     """Finite weights whose features overflow (planted): no Recall@k is reported."""
-    from engine import retrieval
-    real = retrieval.video_features
-    monkeypatch.setattr(retrieval, "video_features",
-                        lambda backbone, clips, mask=None: real(backbone, clips, mask) * float("inf"))
+    from engine import features
+    real = features.video_features
+    monkeypatch.setattr(features, "video_features",
+                        lambda *args, **kwargs: real(*args, **kwargs) * float("inf"))
     out = tmp_path / "ret"
     result = run_script("nn_retrieval.py", *retrieval_args(tiny_ucf, out))
     assert_clean_error(result, "train features: 16 of 16 videos have NaN or inf features",

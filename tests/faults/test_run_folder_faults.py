@@ -60,7 +60,10 @@ def test_rerun_without_resume_is_refused_and_overwrite_replaces(tiny_ucf, base_r
     replaced = run_script("train_pretrain.py", *args, "--overwrite", "true")
     assert replaced.returncode == 0, replaced.output[-3000:]
     assert [record["epoch"] for record in jsonl(out)] == [0]      # one run's log, not two
-    assert "--overwrite: removed the earlier run's checkpoints, log.jsonl" in replaced.output
+    assert "--overwrite: moved the earlier run's checkpoints, config.yaml, log.jsonl" \
+        in replaced.output
+    assert "the new run saved its first result; deleted the earlier run's" in replaced.output
+    assert not list(out.glob(".overwritten-*"))
     assert latest(out).read_bytes() != (base_run / "checkpoints" / "latest.pth").read_bytes()
 
 

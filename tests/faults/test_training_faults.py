@@ -9,9 +9,7 @@ import errno
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import torch
 
 from engine import checkpoint as ck
+from tests.ports import free_port, torchrun_argv
 
 from .helpers import (ROOT, EntryPoint, assert_clean_error, copy_run, finite_weights, jsonl,
                       latest, pretrain_args, run_script, wait_for)
@@ -80,13 +79,17 @@ def _kill_writer(script: Path, path: Path, step: int, during_write: bool, rng) -
     """
     proc = EntryPoint(str(script), [str(path), str(step)])
     temp = path.with_name(f".{path.name}.tmp-{proc.pid}")
-    if during_write:
-        wait_for(temp.exists, 60, f"temporary file {temp.name}", proc, interval=0.001)
-        time.sleep(rng.uniform(0.0, 0.005))
-    else:
-        time.sleep(rng.uniform(0.05, 1.5))
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(30).returncode == -signal.SIGKILL
+    try:
+        if during_write:
+            wait_for(temp.exists, 60, f"temporary file {temp.name}", proc, interval=0.001)
+            time.sleep(rng.uniform(0.0, 0.005))
+        else:
+            time.sleep(rng.uniform(0.05, 1.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(30).returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:   # a wait above failed: never leave the writer running
+            proc.kill()
     return temp.exists()
 
 
@@ -131,7 +134,9 @@ def test_full_disk_while_saving_keeps_previous_checkpoint(tiny_ucf, base_run, tm
                                        "--epochs", "2", "--resume", "auto"))
     assert_clean_error(result, "the disk is full", "latest.pth", "intact")
     assert latest(out).read_bytes() == before
-    assert sorted(p.name for p in latest(out).parent.iterdir()) == ["best.pth", "latest.pth"]
+    # best.json: which rule chose best.pth (engine.monitor.write_best_note)
+    assert sorted(p.name for p in latest(out).parent.iterdir()) == ["best.json", "best.pth",
+                                                                     "latest.pth"]
 
 
 
@@ -169,15 +174,9 @@ def test_nan_loss_mid_epoch_stops_with_step_and_terms(tiny_ucf, tmp_path, monkey
 # A lost peer in a two-process job
 # --------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_pair(data_root: Path, out: Path, timeout_s: int) -> list[EntryPoint]:
     """Two training processes joined as torchrun would join them (env:// rendezvous)."""
-    port = str(_free_port())
+    port = str(free_port())
     args = pretrain_args(data_root, out, "--epochs", "50", "--save-every-steps", "1",
                          "--dist-timeout-s", str(timeout_s))
     return [EntryPoint("train_pretrain.py", args,
@@ -243,8 +242,7 @@ def test_torchrun_worker_killed_other_exits(tiny_ucf, tmp_path):
     args = pretrain_args(tiny_ucf, out, "--epochs", "50", "--save-every-steps", "1",
                          "--dist-timeout-s", "10")
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "train_pretrain.py", *args],
+        torchrun_argv("train_pretrain.py", *args),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
