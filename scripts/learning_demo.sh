@@ -4,10 +4,10 @@
 # every video; a square performs two of four motions one after the other, and the class is the
 # pair), for each seed: IC-only and full TCLR pretraining, then nearest-neighbour retrieval, a
 # linear probe and the temporal diversity of the random-init, IC-only and TCLR backbones; one table
-# of means and standard deviations over the seeds, and a side-by-side picture of the timestep
-# similarity matrices (first seed), and the pretraining monitor's curves of each pretraining
-# (Recall@1 on a train-split monitor set and the timestep similarity against step).
-# scripts/demo.sh runs it for one seed, without IC only.
+# of means and standard deviations over the seeds, a side-by-side picture of the timestep
+# similarity matrices (first seed), and the pretraining monitor's curves of IC only vs TCLR
+# (Recall@1 on a train-split monitor set and the timestep similarity against step, every epoch;
+# the learning preset turns the monitor on). scripts/demo.sh runs it for one seed, without IC only.
 #
 #   bash scripts/learning_demo.sh [--out DIR] [--seeds "0 1 2"] [--epochs N] [--jobs N]
 #                                 [--data-seed N] [--variants "ic_only tclr"] [--dry-run]
@@ -24,8 +24,9 @@
 # on a loaded machine is also several times faster per process than two threads). Quiet: one line
 # per finished command; each command's console output goes to DIR/logs/NAME.log (its first line is
 # the command), and each job's own log.txt to its run folder; a failure prints the log's tail and
-# path. Finished pretraining runs are reused on a re-run. Everything lands in --out (default
-# runs/learning_demo).
+# path. Finished pretraining runs are reused on a re-run; the evaluations run again (--overwrite
+# true: the earlier results stay until the new ones are saved). Everything lands in --out
+# (default runs/learning_demo).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
@@ -124,7 +125,7 @@ stop_children() {  # Ctrl-C or an error: end the commands this script started, b
 trap stop_children EXIT
 
 INITS=(random "${VARIANT_LIST[@]}")
-TOTAL=$(( 1 + ${#SEED_LIST[@]} * (${#VARIANT_LIST[@]} + 3 * ${#INITS[@]}) + 2 ))   # data, runs, monitor curves, figure
+TOTAL=$(( 1 + ${#SEED_LIST[@]} * (${#VARIANT_LIST[@]} + 3 * ${#INITS[@]}) + 2 ))
 info "[$(clock)] synthetic data ($DATA, generator seed $DATA_SEED; generated once, about a minute)"
 set_pymodule dataloaders.synthetic
 launch "data" "${PYMOD[@]}" --out "$DATA" --design "$DESIGN" --classes 6 \
@@ -138,7 +139,8 @@ evaluate() {  # evaluate SEED INIT
     if [[ $init == random ]]; then CKPT=random INIT=(); else
         CKPT=$OUT/pretrain/${init}_seed$seed/checkpoints/latest.pth INIT=(--checkpoint "$CKPT"); fi
     launch "$init-seed$seed-retrieval" "$PYTHON" "$(entry nn_retrieval.py)" "${COMMON[@]}" \
-        --seed "$seed" "${INIT[@]}" --num-clips "$EVAL_CLIPS" --overwrite true --out-dir "$dir/retrieval"
+        --seed "$seed" "${INIT[@]}" --num-clips "$EVAL_CLIPS" --overwrite true \
+        --out-dir "$dir/retrieval"
     launch "$init-seed$seed-linear" "$PYTHON" "$(entry train_linear.py)" "${COMMON[@]}" \
         --seed "$seed" "${INIT[@]}" --epochs "$LINEAR_EPOCHS" "${DEMO_LINEAR_ARGS[@]}" \
         --overwrite true --out-dir "$dir/linear"
@@ -163,12 +165,11 @@ for seed in "${SEED_LIST[@]}"; do evaluate "$seed" random; done
 settle
 
 settle
-# the pretraining monitor's curves (the learning preset turns the monitor on), every seed
 CURVES=()
 for variant in "${VARIANT_LIST[@]}"; do
-    RUNS=()
-    for seed in "${SEED_LIST[@]}"; do RUNS+=("$OUT/pretrain/${variant}_seed$seed"); done
-    CURVES+=("${LABEL[$variant]}=$(IFS=,; echo "${RUNS[*]}")")
+    runs=()
+    for seed in "${SEED_LIST[@]}"; do runs+=("$OUT/pretrain/${variant}_seed$seed"); done
+    CURVES+=("${LABEL[$variant]}=$(IFS=,; echo "${runs[*]}")")
 done
 launch "monitor-curves" "$PYTHON" "$(entry scripts/plot_monitor_curves.py)" "${CURVES[@]}" \
     --out "$OUT/monitor_curves.png"
@@ -203,3 +204,4 @@ NAMED=()
 for init in "${INITS[@]}"; do NAMED+=("${LABEL[$init]}"); done
 info "timestep similarity matrices ($(IFS=,; echo "${NAMED[*]}" | sed 's/,/, /g'); seed $first):" \
      "$OUT/diversity_seed$first/similarity_all.png"
+info "the pretraining monitor's curves (${NAMED[*]:1}, every seed): $OUT/monitor_curves.png"

@@ -88,9 +88,9 @@ def test_demo_runs_end_to_end_at_a_tiny_size_and_stays_quiet(tmp_path):
     assert [row.split(" | ")[0] for row in table[2:]] == ["| random init", "| TCLR"]
     assert all(len(row.split(" | ")) == 5 and "\u00b1" not in row for row in table[2:])
     finished = [line for line in lines if " finished " in line]
-    assert len(finished) == 9 and finished[-1].startswith("== [") and "9/9 finished" in finished[-1]
+    assert len(finished) == 10 and finished[-1].startswith("== [") and "10/10 finished" in finished[-1]
     assert not any(line.startswith("+ ") for line in lines)      # commands only in the logs
-    assert len(lines) <= len(finished) + len(table) + 6  # phases, results, picture, reading
+    assert len(lines) <= len(finished) + len(table) + 7  # phases, results, pictures, reading
     assert "(generator seed 0), seed 0 (" in proc.stdout
     assert lines[-1].startswith("== reading: TCLR learnt if")
     assert (tmp_path / "d" / "diversity_seed0" / "similarity_all.png").is_file()
@@ -302,11 +302,10 @@ def test_learning_demo_dry_run_pretrains_both_variants_per_seed(tmp_path):
     assert [("--checkpoint" in c, c.split("--seed ")[1].split()[0]) for c in linear] == [
         (False, "3"), (False, "4"), (True, "3"), (True, "3"), (True, "4"), (True, "4")]
     assert "summarize_runs.py" in commands[-1] and r"IC\ only=L/ic_only" in commands[-1]
-    # the pretraining monitor's curves, IC only vs TCLR over every seed, once pretraining is done
-    # (random init's evaluations run beside pretraining) and before the pretrained evaluations
+    # the pretraining monitor's curves, IC only vs TCLR over every seed, once the pretrainings (and
+    # random init's evaluations beside them) are done, before the pretrained backbones' evaluations
     (curves,) = [c for c in commands if "plot_monitor_curves.py" in c]
-    first_pretrained = min(i for i, c in enumerate(commands)
-                           if "--checkpoint" in c and "train_pretrain.py" not in c)
+    first_pretrained = min(i for i, c in enumerate(commands) if "--checkpoint L/pretrain" in c)
     assert commands.index(pretrain[-1]) < commands.index(curves) < first_pretrained
     assert (r"IC\ only=L/pretrain/ic_only_seed3\,L/pretrain/ic_only_seed4" in curves
             and r"TCLR=L/pretrain/tclr_seed3\,L/pretrain/tclr_seed4" in curves
@@ -335,7 +334,7 @@ def test_learning_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert [row.split(" | ")[0] for row in table[2:]] == ["| random init", "| IC only", "| TCLR"]
     assert all(row.count("\u00b1") == 4 for row in table[2:])  # two seeds: mean +- std everywhere
     assert (tmp_path / "L" / "diversity_seed0" / "similarity_all.png").is_file()
-    assert "24/24 finished diversity-figure" in proc.stdout
+    assert "25/25 finished diversity-figure" in proc.stdout
     assert "mean ± std over seeds 0 1 (" in proc.stdout  # the seed folders the table covers
 
 
