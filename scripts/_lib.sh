@@ -263,11 +263,12 @@ verify_dataset() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Demo-scale evaluation (demo.sh, mini_ablation.sh)
+# Demo-scale evaluation (learning_demo.sh and demo.sh through it, mini_ablation.sh)
 # ---------------------------------------------------------------------------------------------
 
 # The linear probe of the CPU demos is the preset demo_linear (config.DEMO_LINEAR_PROBE on top of
-# the demo preset): demo.sh and mini_ablation.sh pass --preset demo_linear. DEMO_LINEAR_ARGS is the
-# same probe as flags, for a script that layers it on another preset (a second --preset would
-# replace that preset's data); tests/test_demo_scripts.py checks both resolve alike.
+# the demo preset): mini_ablation.sh passes --preset demo_linear. DEMO_LINEAR_ARGS is the same
+# probe as flags, for a script that layers it on another preset (learning_demo.sh, on `learning`:
+# a second --preset would replace that preset's data); tests/test_demo_scripts.py checks both
+# resolve alike.
 DEMO_LINEAR_ARGS=(--bn-mode train --select last --val-fraction 0 --num-test-clips 3)
