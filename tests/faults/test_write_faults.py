@@ -13,6 +13,7 @@ behind it at all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -80,30 +81,30 @@ def _mount(target: Path, options: str) -> str | None:
     return None
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    root = tmp_path / "disk"
+@contextlib.contextmanager
+def _tmpfs(root: Path, options: str):
+    """A tmpfs mounted on the new folder ``root`` for the block (the test is skipped, saying why,
+    where one cannot be mounted); unmounted after."""
     root.mkdir()
-    why = _mount(root, "size=512k")
-    if why:
-        pytest.skip(why)
-    try:
-        yield SmallDisk(root)
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def read_only_disk(tmp_path):
-    root = tmp_path / "ro"
-    root.mkdir()
-    why = _mount(root, "ro,size=64k")
+    why = _mount(root, options)
     if why:
         pytest.skip(why)
     try:
         yield root
     finally:
         subprocess.run(["umount", "-l", str(root)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with _tmpfs(tmp_path / "disk", "size=512k") as root:
+        yield SmallDisk(root)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as root:
+        yield root
 
 
 def _ckpt(value: float, size: int = 4) -> dict:
