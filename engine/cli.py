@@ -6,6 +6,7 @@ status 1."""
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from typing import Callable
 
@@ -61,19 +62,31 @@ def _report(line: str) -> None:
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call ``main(argv)``; turn the project's user errors into ``error: ...`` and exit code 2,
     Ctrl-C into one ``interrupted: ...`` line and exit code 130 (SIGTERM during a job: 143) (no traceback in either case).
-    engine.common.run_job has already written the same line into the run's log.txt."""
+    engine.common.run_job has already written the same line into the run's log.txt.
+
+    SIGTERM is handled from the start (engine.preemption.on_sigterm); once an error is on its way
+    to its line, a SIGTERM (torchrun's, sent the moment another process died) is ignored until
+    the line is printed."""
+    from engine.preemption import Terminated, job_ending, job_starting, on_sigterm
+    job_starting()
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         code = main(argv)
     except UserError as exc:
+        job_ending()
         _report(final_line(exc))
         sys.exit(2)
     except JobInterrupted as exc:
+        job_ending()
         _report(final_line(exc))
         sys.exit(exc.status)
-    except KeyboardInterrupt:
-        _report("interrupted: stopped by Ctrl-C before the job started; nothing was written")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        job_ending()
+        by, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        _report(f"interrupted: stopped by {by} before the job started; nothing was written")
+        sys.exit(status)
     except Exception as exc:
+        job_ending()
         from engine.distributed import is_backend_failure, is_peer_failure
         if not (is_peer_failure(exc) or is_backend_failure(exc)):
             raise
@@ -81,4 +94,6 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         # or the communication backend names a configuration error
         _report(final_line(exc))
         sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code or 0)

@@ -174,14 +174,6 @@ def setup_run(cfg: Any, job: str, extra_banner: dict[str, Any] | None = None,
     return ctx
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM during a job: ends it as Ctrl-C does (one line, the folder consistent)."""
-
-
-def _raise_terminated(_signum, _frame) -> None:
-    raise _Terminated()
-
-
 def run_job(cfg: Any, title: str, body, kind: str | None = None,
             checkpoints: tuple[str, ...] | None = None,
             extra_banner: dict[str, Any] | None = None) -> Any:
@@ -195,7 +187,9 @@ def run_job(cfg: Any, title: str, body, kind: str | None = None,
     """
     from engine.distributed import cleanup
     from engine.errors import JobInterrupted
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    from engine.preemption import Terminated, job_ending, job_starting, on_sigterm
+    job_starting()
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     ctx = None
     status = "failed"
     try:
@@ -206,23 +200,24 @@ def run_job(cfg: Any, title: str, body, kind: str | None = None,
         except KeyboardInterrupt as exc:
             status = "interrupted"
             ctx.close(status)
-            raise JobInterrupted(interrupted_message(ctx, isinstance(exc, _Terminated)),
-                                 status=143 if isinstance(exc, _Terminated) else 130) from None
+            raise JobInterrupted(interrupted_message(ctx, isinstance(exc, Terminated)),
+                                 status=143 if isinstance(exc, Terminated) else 130) from None
         ctx.commit()
         # a loop that stopped on a signal after saving (pretraining) returns normally
         stopped = isinstance(result, dict) and result.get("interrupted")
         status = "interrupted" if stopped else "finished"
         return result
     except BaseException as exc:
+        job_ending()   # a SIGTERM from here on (torchrun's, after a peer died) is ignored
         if ctx is not None and ctx.committed:
             _log_final_line(ctx, exc)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if ctx is not None:
             ctx.close(status)
             _detach_file_handlers(ctx.logger)
         cleanup()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _log_final_line(ctx: RunContext, exc: BaseException) -> None:

@@ -1,10 +1,42 @@
-"""Preemption: SIGTERM / SIGINT ask a training loop to stop after its current step and save."""
+"""Preemption: SIGTERM / SIGINT ask a training loop to stop after its current step and save.
+
+Outside a training loop SIGTERM ends a job as Ctrl-C does (:func:`on_sigterm`), except once the
+job is already ending with an error: a launcher (torchrun) SIGTERMs the other processes the
+moment one dies, and that signal must not cut off the line that names the error.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a job: ends it as Ctrl-C does (one line, the folder consistent)."""
+
+
+_ending = False
+
+
+def job_starting() -> None:
+    """A job (or an entry point) begins: SIGTERM ends it again."""
+    global _ending
+    _ending = False
+
+
+def job_ending() -> None:
+    """The job's outcome is decided (an error is on its way to its one line): ignore SIGTERM."""
+    global _ending
+    _ending = True
+
+
+def on_sigterm(_signum, _frame) -> None:
+    """The SIGTERM handler of entry points and jobs: raise :class:`Terminated` unless the job
+    is already ending."""
+    if not _ending:
+        raise Terminated()
 
 
 class StopFlag:
@@ -20,6 +52,11 @@ class StopFlag:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def restore(self) -> None:
+        """Put the previous handlers back; while an error unwinds the loop, the job is ending
+        (a SIGTERM from then on must not replace that error with an interruption)."""
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, KeyboardInterrupt):
+            job_ending()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 

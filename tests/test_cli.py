@@ -1,9 +1,16 @@
 """engine.cli: every user-facing error is a user_errors.UserError, reported as one line."""
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from engine.cli import final_line
 from user_errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _user_errors() -> list[tuple[type, type]]:
@@ -35,3 +42,74 @@ def test_other_errors_are_not_user_errors():
     assert not issubclass(JobInterrupted, UserError)
     assert final_line(JobInterrupted("kept x")) == "interrupted: kept x"
     assert final_line(ValueError("a bug")) is None and final_line(RuntimeError("a bug")) is None
+
+
+# --- SIGTERM while a job ends (torchrun SIGTERMs every process the moment one dies) -----------
+
+def _run_snippet(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter at the repository root: a handler that regressed kills
+    that process with the signal, not the test session."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_sigterm_while_a_failed_job_cleans_up_keeps_the_error_line():
+    """A job whose start-up failed gets SIGTERM while it leaves the process group: the process
+    still prints its one error line and exits 2 (it used to die from the signal, silently)."""
+    result = _run_snippet("""
+        import os, signal
+        import engine.common as common, engine.distributed as distributed
+        from config import ConfigError
+        from engine.cli import run_main
+
+        def failing_setup(*args, **kwargs):
+            raise ConfigError("--data-root /nowhere does not exist")
+
+        def cleanup_then_sigterm():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        common.setup_run = failing_setup
+        distributed.cleanup = cleanup_then_sigterm
+        run_main(lambda argv: common.run_job(None, "test job", lambda cfg, ctx: None))
+    """)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stderr.strip() == "error: --data-root /nowhere does not exist"
+
+
+def test_sigterm_after_a_training_loop_failed_does_not_replace_its_error():
+    """StopFlag.restore during an error marks the job as ending: a SIGTERM that follows is
+    ignored, so the error (not an interruption) reaches the entry point."""
+    result = _run_snippet("""
+        import os, signal
+        from engine.preemption import StopFlag, job_starting, on_sigterm
+        job_starting()
+        signal.signal(signal.SIGTERM, on_sigterm)
+        stop = StopFlag()
+        stop.install()
+        try:
+            try:
+                raise RuntimeError("Connection closed by peer")
+            finally:
+                stop.restore()
+                os.kill(os.getpid(), signal.SIGTERM)
+        except RuntimeError as exc:
+            print("kept:", exc)
+    """)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.strip() == "kept: Connection closed by peer"
+
+
+def test_sigterm_before_the_job_started_says_sigterm():
+    result = _run_snippet("""
+        import os, signal, time
+        from engine.cli import run_main
+
+        def main(argv):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+
+        run_main(main)
+    """)
+    assert result.returncode == 143, (result.returncode, result.stderr)
+    assert result.stderr.strip() == ("interrupted: stopped by SIGTERM before the job started; "
+                                     "nothing was written")
