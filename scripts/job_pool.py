@@ -128,11 +128,13 @@ class JobPool:
                 if not running:
                     break        # nothing runs and nothing can start: every step has ended
                 self._reap_one(steps, running)
-        except (KeyboardInterrupt, _Stop):
-            self._end_all(running)
+        except (KeyboardInterrupt, _Stop) as exc:
+            by, status = ("SIGTERM", 143) if isinstance(exc, _Stop) else ("Ctrl-C", 130)
+            self._end_all(running, ctrl_c=by == "Ctrl-C")
             self._write_ledger(steps)
-            raise JobInterrupted("stopped by Ctrl-C or SIGTERM; the running commands were ended; "
-                                 "finished runs are kept: rerun the same command to continue")
+            raise JobInterrupted(f"stopped by {by}; the running commands were ended; finished "
+                                 "runs are kept: rerun the same command to continue",
+                                 status) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
         self._write_ledger(steps)
@@ -221,8 +223,16 @@ class JobPool:
                 return
             time.sleep(0.2)
 
-    def _end_all(self, running) -> None:
-        """End the commands this pool started, each by its id, and wait for them."""
+    def _end_all(self, running, ctrl_c: bool) -> None:
+        """End the commands this pool started, each by its id, and wait for them. Ctrl-C reached
+        them too (one process group): they get a minute to end on their own (pretraining
+        finishes its step and saves) before SIGTERM; a SIGTERM of the runner is passed on."""
+        if ctrl_c:
+            for proc, _step, _began in running.values():
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
         for proc, _step, _began in running.values():
             if proc.poll() is None:
                 proc.terminate()

@@ -42,7 +42,8 @@ PUBLISHED = {("linear", "ucf101", "top1"): "69.9 (release)",
 WARNING = ("**The mini columns are not UCF101 or HMDB51 figures.** They come from "
            "`scripts/reproduce_paper.sh --scale mini`: 64x48 synthetic videos of the \"switch\" "
            "design (6 classes; UCF101 and HMDB51 *layouts* only), a width-8 R3D-18 at 24 px "
-           "pretrained on the CPU (default: 300 steps of 20 videos, the learning demo's budget). The published figures (TCLR_SPEC "
+           "pretrained on the CPU (default: 300 steps of 20 videos, the learning demo's budget). "
+           "The published figures (TCLR_SPEC "
            "section 9: R3D-18 at 112 px pretrained on UCF101 split 1) are beside them to show "
            "which number of the paper each row stands for, not to be compared with them. Blank "
            "published cell: the spec quotes no figure for that row.")
@@ -141,7 +142,7 @@ def main_table(cells: dict) -> list[str]:
                      pooled(cells, "random", role, job, "top1"),
                      PUBLISHED.get((job, role, "top1"), "")])
     return (["## 1. Main results: top-1 accuracy (%)", "",
-             f"TCLR on UCF101: splits 1-3 pooled (seeds x splits); HMDB51 and random init: split "
+             "TCLR on UCF101: splits 1-3 pooled (seeds x splits); HMDB51 and random init: split "
              "1 (the mini plan does not run random init on splits 2-3).", ""]
             + table(["Protocol", "Dataset", f"TCLR, {MINI}", f"random init, {MINI}",
                      "TCLR, published"], rows, 2))

@@ -427,7 +427,10 @@ def run_mini(opts: MiniOptions, tools: Tools) -> int:
     def check_done(step) -> tuple[bool, str]:
         if step.run_dir is None:
             return False, ""
-        return finished(step.run_dir, step.kind, step.argv)
+        try:
+            return finished(step.run_dir, step.kind, step.argv)
+        except (ConfigError, OSError) as exc:   # e.g. a checkpoint that cannot be read: rerun,
+            return False, f"cannot compare with the planned run ({exc})"   # its log will say
 
     def prepare(step) -> list[str]:
         return step.argv if step.run_dir is None else rerun_argv(step.run_dir, step.argv)
