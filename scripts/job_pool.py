@@ -219,6 +219,8 @@ class JobPool:
                                                        seconds)
                     self._progress(steps, f"FAILED {step.name} (exit status {status}; its log: "
                                           f"{log})")
+                    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-3:]
+                    print("\n".join(f"    {line}" for line in tail), file=sys.stderr, flush=True)
                 self._write_ledger(steps)
                 return
             time.sleep(0.2)

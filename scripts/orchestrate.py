@@ -398,6 +398,23 @@ MINI_STEPS_PER_EPOCH (10), MINI_BATCH (20), MINI_LINEAR_EPOCHS (10), MINI_FINETU
 MINI_EVAL_CLIPS (3), MINI_VIDEOS_PER_CLASS (180), MINI_HMDB_VIDEOS_PER_CLASS (100)."""
 
 
+def quiet_command(argv: list[str], log: Path) -> int:
+    """Run ``argv`` with its output into ``log`` (first line: the command); its status. On a
+    failure the log's last lines go to stderr."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write(shlex.join(argv) + "\n")
+        handle.flush()
+        try:
+            status = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT).returncode
+        except OSError as exc:
+            handle.write(f"cannot start {argv[0]}: {exc.strerror}\n")
+            status = 127
+    if status != 0:
+        print("\n".join(log.read_text(encoding="utf-8").splitlines()[-8:]), file=sys.stderr)
+    return status
+
+
 def run_mini(opts: MiniOptions, tools: Tools) -> int:
     """Run (or print) the mini plan, several commands side by side, then the tables.
 
@@ -439,11 +456,13 @@ def run_mini(opts: MiniOptions, tools: Tools) -> int:
     pool = JobPool(opts.jobs, out / "logs", out / "ledger.json", check_done, prepare)
     outcomes = pool.run(plan.steps)
     bad = [(name, o) for name, o in outcomes.items() if o.status in (FAILED, BLOCKED)]
-    print("== the tables (mini columns beside the published figures)", flush=True)
-    status = run_command(plan.tables)
-    if status != 0:
-        print(f"warning: no tables for {opts.out} (exit status {status}; see above)",
-              file=sys.stderr)
+    status = quiet_command(plan.tables, out / "logs" / "tables.log")
+    if status == 0:
+        print(f"== the tables (mini columns beside the published figures): {out / 'tables.md'}",
+              flush=True)
+    else:
+        print(f"warning: no tables for {opts.out} (exit status {status}; its log: "
+              f"{out / 'logs' / 'tables.log'})", file=sys.stderr)
     print(f"== {len(plan.steps)} commands in {clock(time.monotonic() - pool.start)}; ledger: "
           f"{out / 'ledger.json'}", flush=True)
     if bad:
