@@ -4,12 +4,15 @@ are skipped because they already finished, and what a failure leaves in the ledg
 
     python scripts/orchestrate.py suite DATASET CHECKPOINT|random [options]   # eval_suite.sh
     python scripts/orchestrate.py reproduce [options]                         # reproduce_paper.sh
+    python scripts/orchestrate.py reproduce --scale mini [options]            # the same, CPU, shrunk
     python scripts/orchestrate.py curve RUN_DIR [options]                     # retrieval_curve.sh
 
 Each command builds its plan as argv lists first (``suite_runs``, ``reproduce_plan``,
 ``curve_points``: the functions the tests call), checks every input, then runs the commands one
 after the other, or with --dry-run prints them (``+ CMD``, as a shell reads them back) and runs and
 creates nothing. The .sh names are thin wrappers, so the README's commands stay as they were.
+``reproduce --scale mini`` builds its plan in mini_plan.py and runs several commands side by side
+(job_pool.py), quietly, each into its own log.
 
 Environment: PYTHON, the interpreter the commands name (default ``python``); TORCHRUN (default
 ``torchrun``); TCLR_GPUS, the default of --gpus; DRY_RUN=1 is --dry-run. Progress lines start with
