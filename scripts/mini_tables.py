@@ -143,7 +143,9 @@ def main_table(cells: dict) -> list[str]:
                      PUBLISHED.get((job, role, "top1"), "")])
     return (["## 1. Main results: top-1 accuracy (%)", "",
              "TCLR on UCF101: splits 1-3 pooled (seeds x splits); HMDB51 and random init: split "
-             "1 (the mini plan does not run random init on splits 2-3).", ""]
+             "1 (the mini plan does not run random init on splits 2-3). Pretraining read split "
+             "1's train list, which holds the test videos of splits 2 and 3 (without labels), "
+             "as in the release (docs/reproduce.md, 'Evaluation across splits').", ""]
             + table(["Protocol", "Dataset", f"TCLR, {MINI}", f"random init, {MINI}",
                      "TCLR, published"], rows, 2))
 
