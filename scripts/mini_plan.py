@@ -24,8 +24,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from config import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
 
 # variant name -> loss weights (--w-ic-global --w-ic-local --w-local-local --w-global-local), as
 # scripts/mini_ablation.sh names them; the paper's ablation rows
@@ -223,6 +226,15 @@ def eval_dir(out: str, init: str, seed: int, data: str, protocol: str, split: in
     return f"{out}/eval/{init}/seed{seed}/{data}/{protocol}/split{split}"
 
 
+def module_argv(tools, module: str) -> list[str]:
+    """``python -m MODULE`` of this repository, from any folder (scripts/_lib.sh's
+    set_pymodule): outside the repository its root goes on PYTHONPATH."""
+    if tools.cwd.resolve() == REPO:
+        return [tools.python, "-m", module]
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return ["env", f"PYTHONPATH={path}", tools.python, "-m", module]
+
+
 def mini_plan(opts: MiniOptions, tools) -> MiniPlan:
     """Every command of the mini plan, in the order they are started when their needs allow.
 
@@ -235,13 +247,13 @@ def mini_plan(opts: MiniOptions, tools) -> MiniPlan:
         "ucf101": ["--dataset", "synthetic", "--data-root", opts.ucf_root, "--synthetic-design",
                    "switch", "--synthetic-videos-per-class", str(s.videos_per_class)],
         "hmdb51": ["--dataset", "hmdb51", "--data-root", opts.hmdb_root]}
-    gen = ["-m", "dataloaders.synthetic", "--design", "switch", "--classes", "6", "--frames", "96",
+    gen = [*module_argv(tools, "dataloaders.synthetic"), "--design", "switch", "--classes", "6", "--frames", "96",
            "--width", "64", "--height", "48", "--seed", "0", "--workers", "1", "--quiet"]
     steps = [
-        Step("data-ucf101", "data", [py, *gen, "--out", opts.ucf_root, "--videos-per-class",
+        Step("data-ucf101", "data", [*gen, "--out", opts.ucf_root, "--videos-per-class",
                                      str(s.videos_per_class)],
              minutes=estimate_minutes("data", s, "ucf101")),
-        Step("data-hmdb51", "data", [py, *gen, "--out", opts.hmdb_root, "--videos-per-class",
+        Step("data-hmdb51", "data", [*gen, "--out", opts.hmdb_root, "--videos-per-class",
                                      str(s.hmdb_videos_per_class), "--layout", "hmdb51"],
              minutes=estimate_minutes("data", s, "hmdb51"))]
     for seed in s.seeds:
