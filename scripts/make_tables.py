@@ -11,6 +11,8 @@ resolution, label fraction, BatchNorm mode, model selection, ...), so runs of di
 are never averaged together. Several runs in one group (seeds) give "mean ± std (n=N)"; the Mean
 column averages the per-split means (± = standard deviation over the splits).
 
+With --mini, the paper's tables of a mini-scale run instead (scripts/mini_tables.py).
+
 Two tables:
 1. Linear evaluation / finetuning top-1 (%) per split and mean, UCF101 and HMDB51 (and any other
    dataset that ran), with the published figures beside them.
@@ -42,6 +44,8 @@ import config  # noqa: E402
 from atomic_io import WriteError, write_text  # noqa: E402
 from engine.metrics import (ResultsFileError, aggregate_results,  # noqa: E402
                             differences_besides_seed, format_mean_std, load_results)
+# the tables of a mini-scale run (--mini), beside this file (the script's folder is on sys.path)
+from mini_tables import MiniTablesError, render_mini  # noqa: E402
 
 CLASSIFY_JOBS = ("linear", "finetune")
 JOB_NAMES = {"linear": "Linear", "finetune": "Finetune", "retrieval": "Retrieval"}
@@ -369,17 +373,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="results folders (searched recursively) or files")
     parser.add_argument("--out", help="also write the Markdown to this file")
     parser.add_argument("--digits", type=int, default=1, help="decimals (default: %(default)s)")
+    parser.add_argument("--mini", action="store_true",
+                        help="the paper's tables of a mini-scale run (reproduce_paper.sh --scale "
+                             "mini): give its eval folder, OUT/eval (scripts/mini_tables.py)")
     args = parser.parse_args(argv)
-    try:
-        results, warnings = find_results(args.paths)
-    except ResultsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        text = render(results, args.digits, warnings)
-    except ResultsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.mini:
+        if len(args.paths) != 1:
+            print("error: --mini takes one folder, the mini run's OUT/eval", file=sys.stderr)
+            return 2
+        try:
+            text = render_mini(args.paths[0])
+        except MiniTablesError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            results, warnings = find_results(args.paths)
+            text = render(results, args.digits, warnings)
+        except ResultsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     print(text, end="")
     if args.out:
         out = Path(args.out)

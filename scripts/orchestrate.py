@@ -4,12 +4,15 @@ are skipped because they already finished, and what a failure leaves in the ledg
 
     python scripts/orchestrate.py suite DATASET CHECKPOINT|random [options]   # eval_suite.sh
     python scripts/orchestrate.py reproduce [options]                         # reproduce_paper.sh
+    python scripts/orchestrate.py reproduce --scale mini [options]            # the same, CPU, shrunk
     python scripts/orchestrate.py curve RUN_DIR [options]                     # retrieval_curve.sh
 
 Each command builds its plan as argv lists first (``suite_runs``, ``reproduce_plan``,
 ``curve_points``: the functions the tests call), checks every input, then runs the commands one
 after the other, or with --dry-run prints them (``+ CMD``, as a shell reads them back) and runs and
 creates nothing. The .sh names are thin wrappers, so the README's commands stay as they were.
+``reproduce --scale mini`` builds its plan in mini_plan.py and runs several commands side by side
+(job_pool.py), quietly, each into its own log.
 
 Environment: PYTHON, the interpreter the commands name (default ``python``); TORCHRUN (default
 ``torchrun``); TCLR_GPUS, the default of --gpus; DRY_RUN=1 is --dry-run. Progress lines start with
@@ -43,7 +46,9 @@ from engine.errors import JobInterrupted  # noqa: E402
 from orchestrate_plans import (  # noqa: E402
     CurveOptions, ReproduceOptions, SuiteOptions, Tools, TrainedOn, curve_points,
     parse_curve_args, parse_reproduce_args, parse_suite_args, planned_provenance, reproduce_plan,
-    split_note, suite_runs, tables_argv)
+    split_note, suite_runs, tables_argv, walk_options)
+from job_pool import BLOCKED, FAILED, JobPool, clock  # noqa: E402
+from mini_plan import MiniOptions, estimated_wall_minutes, mini_plan, parse_mini_args  # noqa: E402
 
 # The metric a finished run's results.json holds (written by engine.classify_report, called from
 # engine.classify, and by engine.retrieval).
@@ -300,6 +305,8 @@ checkpoint), then the Markdown tables beside the published figures.
   --splits, --seeds, --protocols   passed to both evaluation suites (scripts/eval_suite.sh)
   --eval-args "..."    flags for every evaluation run (e.g. "--num-workers 16")
   --dry-run            print the commands; run and create nothing
+  --scale full|mini    full (default): this plan; mini: the same plan for real on the CPU,
+                       shrunk (below)
 Any other flag goes to train_pretrain.py (e.g. --epochs 200 --num-workers 16). Options take
 their value as the next word or after '=' (--gpus=4, --out=DIR)."""
 
@@ -337,9 +344,136 @@ def run_reproduce(opts: ReproduceOptions, tools: Tools, runner: Runner) -> int:
     return 0
 
 
+def split_scale(argv: list[str]) -> tuple[str, list[str]]:
+    """(--scale value, the other words): "full" (the default) or "mini".
+
+    Raises:
+        ConfigError: another value, or --jobs without --scale mini.
+    """
+    own, rest = walk_options(argv, ("--scale",), ())
+    scale = own.get("--scale", "full")
+    if scale not in ("full", "mini"):
+        raise ConfigError(f"--scale must be 'full' or 'mini', got '{scale}'")
+    if scale == "full" and any(w.split("=")[0] == "--jobs" for w in rest):
+        raise ConfigError("--jobs belongs to --scale mini (the full scale runs one job at a time "
+                          "on --gpus GPUs)")
+    return scale, rest
+
+
 def main_reproduce(argv: list[str]) -> int:
+    scale, argv = split_scale(argv)
+    if scale == "mini":
+        return run_mini(parse_mini_args(argv), Tools.from_env())
     opts = parse_reproduce_args(argv)
     return run_reproduce(opts, Tools.from_env(), Runner(opts.dry_run))
+
+
+# --------------------------------------------------------------------------------------------
+# reproduce --scale mini: the same plan, for real on the CPU, shrunk
+# --------------------------------------------------------------------------------------------
+
+MINI_USAGE = """\
+--scale mini: the paper's plan run for real on the CPU at the learning demo's sizes (docs/
+reproduce.md, "The mini scale"): the "switch" synthetic data in the UCF101 layout (the learning
+demo's, data/synthetic_switch) and a second draw in the HMDB51 layout; pretraining of IC only,
+IC + LL, IC + GL and TCLR over seeds 0 1 2 (preset learning, 300 steps each); on split 1 for
+every variant and random init: linear probe, finetuning, retrieval (R@1/5/10/20/50) and
+finetuning with 10% and 50% of the labels; TCLR also on splits 2 and 3; TCLR and random init
+on the HMDB51-layout data (split 1); then the paper's tables beside the published figures
+(DIR/tables.md). About 75 minutes on 2 idle cores (--dry-run prints the estimate).
+
+  scripts/reproduce_paper.sh --scale mini [--out DIR] [--jobs N] [--dry-run] [FLAGS...]
+
+  --out DIR            everything goes here (default runs/reproduce_mini): DIR/pretrain/,
+                       DIR/eval/INIT/seedS/DATA/PROTOCOL/splitK/, DIR/logs/NAME.log (each
+                       command's output; first line: the command), DIR/ledger.json (what
+                       happened to every command), DIR/tables.md
+  --jobs N             commands side by side, one thread each (default 2)
+  --ucf-root DIR       the UCF101-layout data (default data/synthetic_switch; generated if absent)
+  --hmdb-root DIR      the HMDB51-layout data (default data/synthetic_switch_hmdb51; generated)
+  --dry-run            print the commands and the estimated time; run and create nothing
+Any other flag goes to every entry point (e.g. --num-workers 0). Killed and rerun with the same
+command, it continues: pretraining resumes (--resume auto), an evaluation whose results.json was
+made by the same checkpoint, seed, protocol and split files is kept. A failed command is
+recorded and the rest goes on (what needs it is not run); the exit status is then 1.
+Sizes (tests; environment): MINI_SEEDS ("0 1 2"), MINI_PRETRAIN_EPOCHS (30),
+MINI_STEPS_PER_EPOCH (10), MINI_BATCH (20), MINI_LINEAR_EPOCHS (10), MINI_FINETUNE_EPOCHS (3),
+MINI_EVAL_CLIPS (3), MINI_VIDEOS_PER_CLASS (180), MINI_HMDB_VIDEOS_PER_CLASS (100)."""
+
+
+def quiet_command(argv: list[str], log: Path) -> int:
+    """Run ``argv`` with its output into ``log`` (first line: the command); its status. On a
+    failure the log's last lines go to stderr."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write(shlex.join(argv) + "\n")
+        handle.flush()
+        try:
+            status = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT).returncode
+        except OSError as exc:
+            handle.write(f"cannot start {argv[0]}: {exc.strerror}\n")
+            status = 127
+    if status != 0:
+        print("\n".join(log.read_text(encoding="utf-8").splitlines()[-8:]), file=sys.stderr)
+    return status
+
+
+def run_mini(opts: MiniOptions, tools: Tools) -> int:
+    """Run (or print) the mini plan, several commands side by side, then the tables.
+
+    Returns:
+        0, or 1 when a command failed or was not run (the ledger says which; the tables are
+        written from what finished).
+    Raises:
+        JobInterrupted: Ctrl-C or SIGTERM.
+    """
+    plan = mini_plan(opts, tools)
+    kinds = {}
+    for step in plan.steps:
+        kinds[step.kind] = kinds.get(step.kind, 0) + 1
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    wall = estimated_wall_minutes(plan, opts.jobs)
+    print(f"== reproducing TCLR at the mini scale (synthetic data, CPU): {len(plan.steps)} "
+          f"commands ({counts}), {opts.jobs} side by side; estimated {wall:.0f} min on "
+          f"{opts.jobs} idle cores at the default sizes; results in {opts.out}"
+          f"{' [dry run]' if opts.dry_run else ''}", flush=True)
+    if opts.dry_run:
+        for step in plan.steps:
+            after = f"  # after {', '.join(step.needs)}" if step.needs else ""
+            print(f"+ {shlex.join(step.argv)}{after}", flush=True)
+        print(f"+ {shlex.join(plan.tables)}", flush=True)
+        return 0
+
+    def check_done(step) -> tuple[bool, str]:
+        if step.run_dir is None:
+            return False, ""
+        try:
+            return finished(step.run_dir, step.kind, step.argv)
+        except (ConfigError, OSError) as exc:   # e.g. a checkpoint that cannot be read: rerun,
+            return False, f"cannot compare with the planned run ({exc})"   # its log will say
+
+    def prepare(step) -> list[str]:
+        return step.argv if step.run_dir is None else rerun_argv(step.run_dir, step.argv)
+
+    out = Path(opts.out)
+    pool = JobPool(opts.jobs, out / "logs", out / "ledger.json", check_done, prepare)
+    outcomes = pool.run(plan.steps)
+    bad = [(name, o) for name, o in outcomes.items() if o.status in (FAILED, BLOCKED)]
+    status = quiet_command(plan.tables, out / "logs" / "tables.log")
+    if status == 0:
+        print(f"== the tables (mini columns beside the published figures): {out / 'tables.md'}",
+              flush=True)
+    else:
+        print(f"warning: no tables for {opts.out} (exit status {status}; its log: "
+              f"{out / 'logs' / 'tables.log'})", file=sys.stderr)
+    print(f"== {len(plan.steps)} commands in {clock(time.monotonic() - pool.start)}; ledger: "
+          f"{out / 'ledger.json'}", flush=True)
+    if bad:
+        print(f"error: {len(bad)} command(s) failed or were not run:", file=sys.stderr)
+        print("\n".join(f"  {name}: {o.status} ({o.detail})" for name, o in bad),
+              file=sys.stderr)
+        return 1
+    return 0 if status == 0 else status
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,7 +558,8 @@ def main_curve(argv: list[str]) -> int:
 # Command line
 # --------------------------------------------------------------------------------------------
 
-COMMANDS = {"suite": (SUITE_USAGE, main_suite), "reproduce": (REPRODUCE_USAGE, main_reproduce),
+COMMANDS = {"suite": (SUITE_USAGE, main_suite),
+            "reproduce": (REPRODUCE_USAGE + "\n\n" + MINI_USAGE, main_reproduce),
             "curve": (CURVE_USAGE, main_curve)}
 
 

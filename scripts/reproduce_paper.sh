@@ -7,6 +7,11 @@
 #   scripts/reproduce_paper.sh [--preset NAME] [--ucf-root DIR] [--hmdb-root DIR] [--out DIR]
 #                              [--gpus N] [--dry-run] [options] [PRETRAINING FLAGS...]
 #
+# --scale mini runs the same plan for real on the CPU, shrunk to the learning demo's sizes
+# (synthetic data, the four loss ablations over 3 seeds, every protocol; about 75 minutes):
+#
+#   scripts/reproduce_paper.sh --scale mini [--out DIR] [--jobs N] [--dry-run]
+#
 # All options: scripts/reproduce_paper.sh --help. The plan is Python: scripts/orchestrate.py
 # reproduce (PYTHON names the interpreter).
 set -euo pipefail
