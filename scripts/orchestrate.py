@@ -380,7 +380,7 @@ IC + LL, IC + GL and TCLR over seeds 0 1 2 (preset learning, 300 steps each); on
 every variant and random init: linear probe, finetuning, retrieval (R@1/5/10/20/50) and
 finetuning with 10% and 50% of the labels; TCLR also on splits 2 and 3; TCLR and random init
 on the HMDB51-layout data (split 1); then the paper's tables beside the published figures
-(DIR/tables.md). About 75 minutes on 2 idle cores (--dry-run prints the estimate).
+(DIR/tables.md). About 2 hours on 2 idle cores (estimated; --dry-run prints the estimate).
 
   scripts/reproduce_paper.sh --scale mini [--out DIR] [--jobs N] [--dry-run] [FLAGS...]
 
