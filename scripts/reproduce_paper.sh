@@ -8,7 +8,7 @@
 #                              [--gpus N] [--dry-run] [options] [PRETRAINING FLAGS...]
 #
 # --scale mini runs the same plan for real on the CPU, shrunk to the learning demo's sizes
-# (synthetic data, the four loss ablations over 3 seeds, every protocol; about 75 minutes):
+# (synthetic data, the four loss ablations over 3 seeds, every protocol; about 2 hours, estimated):
 #
 #   scripts/reproduce_paper.sh --scale mini [--out DIR] [--jobs N] [--dry-run]
 #
