@@ -267,13 +267,15 @@ class Monitor:
         return every > 0 and (epochs_done % every == 0 or epochs_done == self.cfg.epochs)
 
     def at_epoch_end(self, model: nn.Module, epoch: int, step: int,
-                     epoch_seconds: float) -> dict[str, Any]:
+                     epoch_seconds: float | None) -> dict[str, Any]:
         """Score ``model``'s backbone; log, TensorBoard; return the monitor dict.
 
         Args:
             model: the plain TCLRModel (unwrapped); its state is restored exactly after.
-            epoch: the 0-based epoch just finished; step: the global step.
-            epoch_seconds: the epoch's wall time (for the cost fraction).
+            epoch: the 0-based epoch just finished (-1: before the first step, at step 0);
+                step: the global step.
+            epoch_seconds: the epoch's wall time (for the cost fraction; None before the first
+                step, whose record has no cost fraction).
         """
         start = time.perf_counter()
         with preserved(model):
@@ -283,7 +285,8 @@ class Monitor:
             torch.cuda.synchronize(self.ctx.device)
         values["seconds"] = time.perf_counter() - start
         values["epoch_seconds"] = epoch_seconds
-        values["cost_fraction"] = values["seconds"] / max(epoch_seconds, 1e-9)
+        values["cost_fraction"] = (None if epoch_seconds is None
+                                   else values["seconds"] / max(epoch_seconds, 1e-9))
         self.ctx.jsonl.write({"epoch": epoch, "step": step, "monitor": values,
                               "time": time.time()})
         self.ctx.tb.scalars({k: values[k] for k in SCALARS if values.get(k) is not None}, step,
@@ -365,8 +368,9 @@ def epoch_text(values: dict[str, Any] | None) -> str:
                      f"kNN {values['knn_top1']:.1f}")
     if values.get("timestep_similarity") is not None:
         parts.append(f"timestep sim {values['timestep_similarity']:.3f}")
-    return (" | monitor " + ", ".join(parts) + f" ({values['seconds']:.1f} s, "
-            f"{values['cost_fraction']:.1%} of the epoch)")
+    cost = ("" if values.get("cost_fraction") is None
+            else f", {values['cost_fraction']:.1%} of the epoch")
+    return " | monitor " + ", ".join(parts) + f" ({values['seconds']:.1f} s{cost})"
 
 
 def better(values: dict[str, Any] | None, best: float) -> bool:

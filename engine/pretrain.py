@@ -460,7 +460,7 @@ def run(cfg: PretrainConfig) -> dict:
 
 def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     loader, sampler, n_videos, n_classes = _build_data(cfg, ctx)
-    from engine.monitor import build_monitor
+    from engine.monitor import build_monitor, epoch_text
     monitor = build_monitor(cfg, ctx)
     model, plain = prepare_model(cfg, ctx.device, ctx.dist.distributed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -489,6 +489,12 @@ def _run(cfg: PretrainConfig, ctx: RunContext) -> dict:
     ckpt_dir = ctx.run_dir / "checkpoints"
     if monitor is not None:
         monitor.start(ctx.run_dir)
+        if state.global_step == 0:
+            # the backbone as initialised: the curve's first point, the baseline it rises from
+            values = monitor.at_epoch_end(plain, -1, 0, None)
+            state.monitor_history.append({"epoch": -1, "step": 0, **values})
+            ctx.logger.info("before the first step (the backbone as initialised):"
+                            + epoch_text(values).removeprefix(" |"))
 
     def on_epoch_end(epoch_seconds: float) -> dict | None:
         """The monitor callback (engine.monitor), when it is due after this epoch."""

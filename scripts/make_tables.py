@@ -37,14 +37,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# the repository, and this folder (mini_tables.py): run as a script Python puts the folder on
+# sys.path itself, runpy.run_path and an import from elsewhere do not
+for _folder in (ROOT, Path(__file__).resolve().parent):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 import config  # noqa: E402
 from atomic_io import WriteError, write_text  # noqa: E402
 from engine.metrics import (ResultsFileError, aggregate_results,  # noqa: E402
                             differences_besides_seed, format_mean_std, load_results)
-# the tables of a mini-scale run (--mini), beside this file (the script's folder is on sys.path)
+# the tables of a mini-scale run (--mini), beside this file
 from mini_tables import MiniTablesError, render_mini  # noqa: E402
 
 CLASSIFY_JOBS = ("linear", "finetune")

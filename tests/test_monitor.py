@@ -134,7 +134,10 @@ def test_monitor_leaves_pretraining_bit_identical(tiny_ucf, tmp_path, monkeypatc
     assert train_pretrain.main(tiny_args(tiny_ucf, plain, *args)) == 0
     assert train_pretrain.main(monitored(tiny_ucf, watched, *args)) == 0
     (a, _), (b, shown) = records(plain), records(watched)
-    assert [len(a), len(shown)] == [2, 2]
+    # one record before the first step (the backbone as initialised), then one per epoch
+    assert [len(a), len(shown)] == [2, 3]
+    assert [(r["epoch"], r["step"]) for r in shown] == [(-1, 0), (0, 2), (1, 4)]
+    assert shown[0]["monitor"]["cost_fraction"] is None
     loss_keys = [k for k in a[0] if k.startswith("loss_")] + ["lr"]
     assert [[r[k] for k in loss_keys] for r in a] == [[r[k] for k in loss_keys] for r in b]
     for name in ("latest.pth", "best.pth"):
@@ -151,10 +154,11 @@ def test_monitor_leaves_pretraining_bit_identical(tiny_ucf, tmp_path, monkeypatc
     assert m["cost_fraction"] == pytest.approx(m["seconds"] / m["epoch_seconds"])
     log = (watched / "log.txt").read_text()
     assert "epoch 2/2: loss" in log and "| monitor R@1 " in log and "of the epoch)" in log
+    assert "before the first step (the backbone as initialised): monitor R@1 " in log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(watched / "tensorboard")).Reload()
     for tag in ("monitor/recall@1", "monitor/knn_top1", "monitor/timestep_similarity"):
-        assert [e.step for e in events.Scalars(tag)] == [2, 4]
+        assert [e.step for e in events.Scalars(tag)] == [0, 2, 4]
     assert_picture(watched / "training_curves.png", 700, 400)
     document = json.loads((watched / mon.SET_FILE).read_text())
     test, _ = build_video_list("synthetic", str(tiny_ucf), split=1, subset="test")
@@ -180,13 +184,14 @@ def test_resume_keeps_the_monitor_history_and_keep_best(tiny_ucf, tmp_path):
                                          *extra)) == 0
     hf = ck.load_checkpoint(full / "checkpoints" / "latest.pth")["train_state"]
     hp = ck.load_checkpoint(part / "checkpoints" / "latest.pth")["train_state"]
-    assert [h["epoch"] for h in hp["monitor_history"]] == [0, 1, 2]
+    # the point before the first step is measured once: the resumed run does not add another
+    assert [h["epoch"] for h in hp["monitor_history"]] == [-1, 0, 1, 2]
     assert untimed(hf["monitor_history"]) == untimed(hp["monitor_history"])
-    assert hf["best_monitor"] == hp["best_monitor"] == max(
-        h["recall@1"] for h in hp["monitor_history"])
-    assert [r["step"] for r in read_monitor_log(part)] == [2, 4, 6]
+    epochs = [h for h in hp["monitor_history"] if h["epoch"] >= 0]   # what best.pth chooses from
+    assert hf["best_monitor"] == hp["best_monitor"] == max(h["recall@1"] for h in epochs)
+    assert [r["step"] for r in read_monitor_log(part)] == [0, 2, 4, 6]
     # best.pth is the first epoch with the best monitor Recall@1, and the run folder says so
-    best_at = next(h for h in hp["monitor_history"] if h["recall@1"] == hp["best_monitor"])
+    best_at = next(h for h in epochs if h["recall@1"] == hp["best_monitor"])
     for run in (full, part):
         note = json.loads((run / "checkpoints" / mon.BEST_FILE).read_text())
         assert note["rule"] == "monitor" and note["epoch"] == best_at["epoch"] + 1
@@ -223,8 +228,8 @@ def test_torchrun_two_processes_share_the_monitor(tiny_ucf, tmp_path):
     proc = torchrun("train_pretrain.py", *monitored(tiny_ucf, out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (_, shown) = records(out)
-    assert len(shown) == 1
-    m = shown[0]["monitor"]
+    assert [r["step"] for r in shown] == [0, 2]   # before the first step, then the epoch
+    m = shown[-1]["monitor"]
     # each process embedded half of the 12 videos: no duplicated work
     assert m["videos"] == 12 and m["videos_per_process"] == [6, 6]
     # the gathered result is the one-process monitor of the checkpoint (rank 0's weights and
