@@ -5,8 +5,6 @@ mini tables from hand-made results.json files, and one real end-to-end run at a 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -16,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from tests.test_workflow import make_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -290,14 +290,6 @@ def mini_eval(tmp_path) -> Path:
                     write_result(root, init, seed, "hmdb51", job, 1,
                                  hand_result(job, "hmdb51", 1, seed, base / 2 + seed))
     return root
-
-
-def make_tables(*args) -> tuple[int, str, str]:
-    module = script_module("make_tables")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = module.main([str(a) for a in args])
-    return status, out.getvalue(), err.getvalue()
 
 
 def rows(markdown: str, title: str) -> list[str]:
