@@ -209,6 +209,25 @@ def test_job_pool_side_by_side_failures_and_ledger(tmp_path):
     assert sum(") finished " in line for line in lines) == 3
 
 
+def test_job_pool_eta_ignores_steps_that_ended_at_once(tmp_path):
+    """A restart finds the data in place: its data steps end at once. The ETA's speed comes from
+    the steps that took time (it used to read the quick ones as a very fast machine)."""
+    import time
+    jp, mp = script_module("job_pool"), script_module("mini_plan")
+    steps = [mp.Step("data", "data", ["true"], minutes=2.0),
+             mp.Step("pretrain", "pretrain", ["true"], minutes=10.0),
+             mp.Step("probe", "linear", ["true"], minutes=10.0)]
+    lines = []
+    pool = jp.JobPool(2, tmp_path / "logs", tmp_path / "ledger.json",
+                      check_done=lambda s: (False, ""), print_line=lines.append)
+    pool.outcomes = {"data": jp.Outcome(jp.DONE, "", 0.2),
+                     "pretrain": jp.Outcome(jp.DONE, "", 60.0), "probe": jp.Outcome()}
+    pool.start = time.monotonic() - 60
+    pool._progress(steps, "finished pretrain")
+    minutes, seconds = re.search(r"\((\d+):(\d\d) left", lines[-1]).groups()
+    assert 58 <= 60 * int(minutes) + int(seconds) <= 62, lines[-1]   # 10 of 10 minutes left
+
+
 # --------------------------------------------------------------------------------------------
 # Limited labels at the mini sizes
 # --------------------------------------------------------------------------------------------
