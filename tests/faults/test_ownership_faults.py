@@ -446,9 +446,14 @@ def test_resume_truncates_a_cut_last_line_before_appending(tiny_ucf, base_run, t
 # --------------------------------------------------------------------------------------------
 
 def _stall(monkeypatch, job: str) -> None:
-    """Make ``job`` hang after its start-up succeeded (the run folder is written)."""
+    """Make ``job`` hang after its start-up succeeded (the run folder is written).
+
+    It sleeps in short slices, as a real loop returns to the interpreter: the kernel may hand the
+    SIGTERM to another thread of the process (TensorBoard's writer), and then a single long
+    sleep in the main thread is not interrupted, so the handler would run only after it."""
     def stuck(*args, **kwargs):
-        time.sleep(120)
+        for _ in range(1200):
+            time.sleep(0.1)
 
     if job == "linear":
         from engine import classify
