@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -428,9 +429,7 @@ def run_mini(opts: MiniOptions, tools: Tools) -> int:
         JobInterrupted: Ctrl-C or SIGTERM.
     """
     plan = mini_plan(opts, tools)
-    kinds = {}
-    for step in plan.steps:
-        kinds[step.kind] = kinds.get(step.kind, 0) + 1
+    kinds = Counter(step.kind for step in plan.steps)
     counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
     wall = estimated_wall_minutes(plan, opts.jobs)
     print(f"== reproducing TCLR at the mini scale (synthetic data, CPU): {len(plan.steps)} "
