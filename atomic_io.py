@@ -122,6 +122,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None],
         WriteError: the write failed (full disk, permission, name too long, ...); the temporary
             file is gone and the previous file untouched. Other exceptions (bugs) propagate
             unchanged, also after removing the temporary file.
+        KeyboardInterrupt: Ctrl-C or SIGTERM (engine.preemption.Terminated) during the write,
+            also where the writer turned it into another error (see :func:`interruption`).
     """
     path = Path(path)
     tmp = temp_path(path)
@@ -134,6 +136,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None],
         os.replace(tmp, path)
     except BaseException as exc:
         _unlink_quietly(tmp)
+        stopped = interruption(exc)
+        if stopped is not None and stopped is not exc:
+            raise stopped from None
         error = write_error(path, exc, what) if isinstance(exc, Exception) else None
         if error is None:
             raise
@@ -141,6 +146,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None],
     _fsync_dir(path.parent)
     remove_stale_temps(path)
     return path
+
+
+def interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) behind ``exc``, if any.
+
+    ``torch.save`` into a file object calls its ``write`` from C++: a KeyboardInterrupt raised there
+    by the signal handler comes back as ``RuntimeError: ... unexpected pos``, with the interrupt
+    only as its ``__context__``. Reported as a write error, a Ctrl-C during a checkpoint save read
+    "could not write checkpoint" with exit status 2 (seen in the fault suite)."""
+    return next((e for e in _chain(exc) if isinstance(e, KeyboardInterrupt)), None)
 
 
 def _unlink_quietly(path: Path) -> None:
