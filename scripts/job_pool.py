@@ -28,9 +28,9 @@ from engine.errors import JobInterrupted
 
 # step outcomes in the ledger
 DONE, SKIPPED, FAILED, BLOCKED, PENDING = "done", "skipped", "failed", "blocked", "pending"
-# a step that ends within this many seconds (data generation finding its data in place) is left
-# out of the ETA's speed estimate
-QUICK_S = 5.0
+# a step that ends within this fraction of its estimated time found its work already done (data in
+# place, a pretraining resumed at its end): it is left out of the ETA's speed estimate
+QUICK_FRACTION = 0.1
 
 
 @dataclass
@@ -96,12 +96,13 @@ class JobPool:
     def _progress(self, steps, note: str) -> None:
         """One console line: done / total, elapsed, the estimated remaining time, the note. The
         estimate scales the elapsed time by the step estimates still to run over those that ran
-        (skipped steps count as neither, nor does a step that ended within QUICK_S seconds, such
-        as data generation finding its data in place: it says nothing about the machine's speed);
+        (skipped steps count as neither, nor does a step that ended within QUICK_FRACTION of its
+        estimate, such as data generation finding its data in place or a pretraining resumed at
+        its end: it says nothing about the machine's speed);
         before any step ran it is the estimates' sum / jobs."""
         finished = [s for s in steps if self.outcomes[s.name].status != PENDING]
         ran = sum(s.minutes for s in steps if self.outcomes[s.name].status in (DONE, FAILED)
-                  and self.outcomes[s.name].seconds >= QUICK_S)
+                  and self.outcomes[s.name].seconds >= QUICK_FRACTION * 60 * s.minutes)
         left = sum(s.minutes for s in steps if self.outcomes[s.name].status == PENDING)
         elapsed = time.monotonic() - self.start
         eta = (elapsed * left / ran) if ran > 0 and elapsed > 0 else 60 * left / self.jobs

@@ -210,17 +210,19 @@ def test_job_pool_side_by_side_failures_and_ledger(tmp_path):
 
 
 def test_job_pool_eta_ignores_steps_that_ended_at_once(tmp_path):
-    """A restart finds the data in place: its data steps end at once. The ETA's speed comes from
-    the steps that took time (it used to read the quick ones as a very fast machine)."""
+    """A restart finds the data in place and a pretraining at its end: those steps end at once
+    (0.2 s; 15 s of a 10-minute estimate, seen on a real restart). The ETA's speed comes from the
+    steps that took time (it used to read the quick ones as a very fast machine)."""
     import time
     jp, mp = script_module("job_pool"), script_module("mini_plan")
     steps = [mp.Step("data", "data", ["true"], minutes=2.0),
+             mp.Step("resumed", "pretrain", ["true"], minutes=10.0),
              mp.Step("pretrain", "pretrain", ["true"], minutes=10.0),
              mp.Step("probe", "linear", ["true"], minutes=10.0)]
     lines = []
     pool = jp.JobPool(2, tmp_path / "logs", tmp_path / "ledger.json",
                       check_done=lambda s: (False, ""), print_line=lines.append)
-    pool.outcomes = {"data": jp.Outcome(jp.DONE, "", 0.2),
+    pool.outcomes = {"data": jp.Outcome(jp.DONE, "", 0.2), "resumed": jp.Outcome(jp.DONE, "", 15.0),
                      "pretrain": jp.Outcome(jp.DONE, "", 60.0), "probe": jp.Outcome()}
     pool.start = time.monotonic() - 60
     pool._progress(steps, "finished pretrain")
