@@ -6,7 +6,6 @@ status 1."""
 from __future__ import annotations
 
 import re
-import signal
 import sys
 from typing import Callable
 
@@ -64,12 +63,11 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     Ctrl-C into one ``interrupted: ...`` line and exit code 130 (SIGTERM during a job: 143) (no traceback in either case).
     engine.common.run_job has already written the same line into the run's log.txt.
 
-    SIGTERM is handled from the start (engine.preemption.on_sigterm); once an error is on its way
-    to its line, a SIGTERM (torchrun's, sent the moment another process died) is ignored until
-    the line is printed."""
-    from engine.preemption import Terminated, job_ending, job_starting, on_sigterm
-    job_starting()
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    SIGTERM is handled from the start (engine.preemption.JobSignals, which also sends again a
+    signal whose exception Python swallowed); once an error is on its way to its line, a SIGTERM
+    (torchrun's, sent the moment another process died) is ignored until the line is printed."""
+    from engine.preemption import JobSignals, Terminated, job_ending
+    signals = JobSignals()
     try:
         code = main(argv)
     except UserError as exc:
@@ -95,5 +93,5 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         _report(final_line(exc))
         sys.exit(1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signals.restore()
     sys.exit(code or 0)

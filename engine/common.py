@@ -187,9 +187,8 @@ def run_job(cfg: Any, title: str, body, kind: str | None = None,
     """
     from engine.distributed import cleanup
     from engine.errors import JobInterrupted
-    from engine.preemption import Terminated, job_ending, job_starting, on_sigterm
-    job_starting()
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    from engine.preemption import JobSignals, Terminated, job_ending
+    signals = JobSignals()
     ctx = None
     status = "failed"
     try:
@@ -217,7 +216,7 @@ def run_job(cfg: Any, title: str, body, kind: str | None = None,
             ctx.close(status)
             _detach_file_handlers(ctx.logger)
         cleanup()
-        signal.signal(signal.SIGTERM, previous)
+        signals.restore()
 
 
 def _log_final_line(ctx: RunContext, exc: BaseException) -> None:
