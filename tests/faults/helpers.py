@@ -14,6 +14,7 @@ real `subprocess` instead.
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import json
 import os
 import runpy
@@ -87,6 +88,8 @@ class EntryPoint:
             sys.stderr = open(2, "w", buffering=1, closefd=False)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            # A hung child writes every thread's stack to its stderr on SIGUSR1 (see wait).
+            faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
             os.environ.update(env)
             os.chdir(ROOT)
             _fresh_logger()
@@ -119,24 +122,61 @@ class EntryPoint:
         deadline = time.monotonic() + timeout
         while self.poll() is None:
             if time.monotonic() > deadline:
+                self._dump_stacks()
                 self.kill()
                 raise AssertionError(f"{self.script} (pid {self.pid}) still running after "
-                                     f"{timeout:.0f} s (killed):\n{self._read(1)[-3000:]}")
+                                     f"{timeout:.0f} s (killed). Its stdout:\n"
+                                     f"{self._read(0)[-2000:]}\nIts stderr, ending with every "
+                                     f"thread's stack:\n{self._read(1)[-6000:]}")
             time.sleep(0.05)
         return Finished(self.returncode, self._read(0), self._read(1))
 
+    def _dump_stacks(self) -> None:
+        """Ask a hung child for every thread's Python stack (faulthandler, set up in _child)."""
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return
+        time.sleep(1.0)
+
     def kill(self) -> None:
+        """SIGKILL the child's process group and wait until every process of it has ended: a
+        member that outlives the leader (a subprocess the child had just forked) still holds
+        what the child opened, such as the run folder's lock, which the next job would find
+        held (seen once in the suite)."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         if self.returncode is None:
             self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        deadline = time.monotonic() + 30
+        while (left := _living_members(self.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not left, f"processes {left} of {self.script}'s group outlived SIGKILL for 30 s"
 
     def _read(self, index: int) -> str:
         handle = self._files[index]
         handle.seek(0)
         return handle.read().decode("utf-8", errors="replace")
+
+
+def _living_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that have not exited (zombies have: they hold no files)."""
+    living = []
+    if not Path("/proc/self/stat").exists():
+        return living                                 # no /proc (macOS): nothing to wait on
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue                                  # exited while we looked
+        state, _ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state not in "ZX":
+            living.append(int(entry.name))
+    return living
 
 
 def _fresh_logger() -> None:
