@@ -169,14 +169,16 @@ def restore(path: Path, model: nn.Module, optimizer, scaler, cfg: PretrainConfig
 
 
 # Settings a resumed run must share with its checkpoint to be the same training: another value
-# changes what a step computes (the loss terms' clips, the batch's negatives).
+# changes what a step computes (the loss terms' clips, the batch's negatives, the objective: an
+# ablation variant resumed into another's folder would have mixed two recipes in one backbone).
 RESUME_FIXED = (("batch_size", None), ("clip_len", "data"), ("sparse_stride", "data"),
-                ("resolution", "data"))
+                ("resolution", "data"), ("temperature", None),
+                *(("w_" + term, None) for term in TERM_NAMES))
 
 
 def check_same_training(path: Path, saved_config: dict, cfg: PretrainConfig) -> None:
-    """Refuse to resume with another batch size, clip length, sparse stride or resolution
-    than the checkpoint's, unless --allow-config-change true."""
+    """Refuse to resume with another batch size, clip length, sparse stride, resolution,
+    temperature or loss weights than the checkpoint's, unless --allow-config-change true."""
     if cfg.allow_config_change:
         return
     differ = []

@@ -329,9 +329,12 @@ def test_resume_from_a_non_finite_checkpoint_names_an_earlier_one(tiny_ucf, base
     assert folder_state(out) == before
 
 
-@pytest.mark.parametrize("flag, value", [("--batch-size", "2"), ("--clip-len", "8")])
+@pytest.mark.parametrize("flag, value", [("--batch-size", "2"), ("--clip-len", "8"),
+                                         ("--w-global-local", "0"), ("--temperature", "0.2")])
 def test_resume_with_another_batch_or_clip_length_needs_a_flag(tiny_ucf, base_run, tmp_path,
                                                                flag, value):
+    """Also the loss weights and temperature: an ablation variant (IC + LL, --w-global-local 0)
+    resumed into TCLR's folder trained one backbone on two objectives without a word."""
     out = copy_run(base_run, tmp_path / "run")
     before = folder_state(out)
     args = pretrain_args(tiny_ucf, out, "--epochs", "2", "--max-steps-per-epoch", "1",
