@@ -10,7 +10,8 @@ layout; results say dataset "synthetic") or hmdb51 (the HMDB51-layout draw). The
 2. the loss ablation: IC only, IC + LL, IC + GL, TCLR and random init (linear, finetune, R@1);
 3. limited labels: finetuning with 10%, 50% and 100% of the training labels;
 4. retrieval Recall@1/5/10/20/50;
-5. transfer to HMDB51 (linear, finetune, retrieval).
+5. transfer to HMDB51 (linear, finetune, retrieval);
+6. every seed's UCF101 split-1 figures (the runs tables 2 and 3 pool).
 
 A cell is the mean ± sample std over the runs it pools: the seeds, and for TCLR's UCF101 rows of
 the main and retrieval tables also splits 1-3 (the paper averages the splits). Runs pooled as
@@ -203,8 +204,32 @@ def transfer_table(cells: dict) -> list[str]:
                      f"R@5, {MINI}", "Finetune, published"], rows, 1))
 
 
+def per_seed_table(cells: dict) -> list[str]:
+    """Every seed's UCF101 split-1 figures, the runs tables 2 and 3 pool."""
+    columns = [("linear", "top1", 1.0), ("finetune", "top1", 1.0), ("retrieval", "recall@1", 1.0),
+               ("finetune", "top1", 0.1), ("finetune", "top1", 0.5)]
+
+    def value(init: str, seed: int, job: str, metric: str, fraction: float) -> str:
+        runs = [r for r in cells.get((init, "ucf101", job, fraction, 1), [])
+                if r.get("seed") == seed and isinstance(r.get(metric), (int, float))]
+        return f"{runs[0][metric]:.1f}" if runs else ""
+
+    rows = []
+    for init in ("random", "ic_only", "ic_ll", "ic_gl", "tclr"):
+        seeds = sorted({r["seed"] for (i, role, _job, _f, split), runs in cells.items()
+                        if i == init and role == "ucf101" and split == 1 for r in runs})
+        rows += [[INITS[init], str(seed), *[value(init, seed, *c) for c in columns]]
+                 for seed in seeds]
+    return (["## 6. Every seed: UCF101 split 1 (%)", "",
+             "The runs that tables 2 and 3 pool, one row per seed (the seed of pretraining and of "
+             "the evaluation).", ""]
+            + table(["Pretraining", "Seed", f"Linear, {MINI}", f"Finetune, {MINI}",
+                     f"R@1, {MINI}", f"Finetune 10% labels, {MINI}",
+                     f"Finetune 50% labels, {MINI}"], rows, 2))
+
+
 def render_mini(eval_dir: str | Path) -> str:
-    """The Markdown document of the five tables.
+    """The Markdown document of the five tables and the per-seed listing.
 
     Raises:
         MiniTablesError: see read_mini_results and group_cells.
@@ -214,7 +239,7 @@ def render_mini(eval_dir: str | Path) -> str:
     parts = ["# TCLR reproduction at the mini scale: measured (mini) and published results", "",
              WARNING, ""]
     for block in (main_table, ablation_table, limited_labels_table, retrieval_table,
-                  transfer_table):
+                  transfer_table, per_seed_table):
         parts += block(cells) + [""]
     parts += [f"Cells: mean ± sample std over the n runs pooled (seeds; splits where said). "
               f"{len(results)} runs from {eval_dir}. Published: *paper* = the abstract of Dave "

@@ -345,6 +345,9 @@ def test_mini_tables_known_answer(mini_eval, tmp_path):
     assert retrieval[-1].startswith("| TCLR (IC + LL + GL) | splits 1-3 | 56.1 ± 4.1 (n=9) |")
     assert retrieval[-1].endswith("| 61.0 ± 4.1 (n=9) | 56.2 (paper), 56.1 (release) |")
     assert rows(text, "5. Transfer")[1].startswith("| TCLR (IC + LL + GL) | 26.0 ± 1.0 (n=3) |")
+    every = rows(text, "6. Every seed")
+    assert len(every) == 15                                    # 5 pretrainings x 3 seeds
+    assert every[4] == "| IC only | 1 | 21.0 | 21.0 | 21.1 | 3.0 | 11.0 |"
 
 
 def test_mini_tables_refuse_mixed_provenance_and_foreign_results(mini_eval, tmp_path):
