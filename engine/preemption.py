@@ -60,19 +60,17 @@ class JobSignals:
         job_starting()
         self._handler = signal.signal(signal.SIGTERM, on_sigterm)
         self._hook = sys.unraisablehook
-        previous = self._hook
+        sys.unraisablehook = self._resend_swallowed
 
-        def resend_swallowed(unraisable) -> None:
-            exc = unraisable.exc_value
-            if not isinstance(exc, KeyboardInterrupt):
-                previous(unraisable)
-                return
-            signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
-            resend = threading.Timer(RESEND_DELAY_S, os.kill, (os.getpid(), signum))
-            resend.daemon = True
-            resend.start()
-
-        sys.unraisablehook = resend_swallowed
+    def _resend_swallowed(self, unraisable) -> None:
+        exc = unraisable.exc_value
+        if not isinstance(exc, KeyboardInterrupt):
+            self._hook(unraisable)
+            return
+        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        resend = threading.Timer(RESEND_DELAY_S, os.kill, (os.getpid(), signum))
+        resend.daemon = True
+        resend.start()
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._handler)
