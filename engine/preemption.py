@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 
@@ -44,6 +45,13 @@ def on_sigterm(_signum, _frame) -> None:
 RESEND_DELAY_S = 0.05
 
 
+def _send_after(signum: int, hook_done: threading.Event) -> None:
+    """Send ``signum`` to this process RESEND_DELAY_S after ``hook_done`` is set."""
+    hook_done.wait()
+    time.sleep(RESEND_DELAY_S)
+    os.kill(os.getpid(), signum)
+
+
 class JobSignals:
     """SIGTERM handled by :func:`on_sigterm`, and interrupts that Python swallowed sent again,
     from construction until :meth:`restore`.
@@ -67,10 +75,28 @@ class JobSignals:
         if not isinstance(exc, KeyboardInterrupt):
             self._hook(unraisable)
             return
-        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
-        resend = threading.Timer(RESEND_DELAY_S, os.kill, (os.getpid(), signum))
-        resend.daemon = True
-        resend.start()
+        # A handler raising inside this hook is swallowed too, and not reported to any hook: the
+        # signal, and the resend with it, would be lost (seen when starting the resend's thread
+        # took longer than RESEND_DELAY_S on a loaded machine). So while the hook runs, the
+        # handlers only note a signal, and the resends wait until the hook has returned.
+        lost = [signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT]
+        hook_done = threading.Event()
+        held = {}
+        if threading.current_thread() is threading.main_thread():
+            held = {s: signal.signal(s, lambda signum, _frame: lost.append(signum))
+                    for s in (signal.SIGTERM, signal.SIGINT)}
+        resent: set[int] = set()
+        try:
+            while lost:
+                signum = lost.pop()
+                if signum not in resent:     # a second of the same kind adds nothing
+                    resent.add(signum)
+                    threading.Thread(target=_send_after, args=(signum, hook_done),
+                                     daemon=True).start()
+        finally:
+            for signum, handler in held.items():
+                signal.signal(signum, handler)
+            hook_done.set()
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._handler)

@@ -154,3 +154,50 @@ def test_sigterm_swallowed_in_a_weakref_callback_is_sent_again(handling):
     else:   # Python's behaviour that makes JobSignals necessary (were it to change, this says so)
         assert result.stdout.splitlines() == ["swallowed", "ran on"], result.stdout
         assert "Exception ignored" in result.stderr and "Terminated" in result.stderr
+
+
+def test_a_signal_arriving_while_the_resend_is_set_up_is_not_lost():
+    """The resend hook runs Python code (it starts a thread); a SIGTERM handled there (another
+    one, or the resend itself when starting its thread took longer than its delay on a loaded
+    machine: seen in the mini runner's test) raised inside the hook, where Python swallows it
+    with no hook to report to, and the resend was lost with it. Now the hook notes signals and
+    its resend waits until the hook has returned."""
+    result = _run_snippet("""
+        import os, signal, threading, time, weakref
+        from engine.preemption import JobSignals, Terminated
+        signals = JobSignals()
+        start = threading.Thread.start
+        sent = []
+
+        def start_after_a_sigterm(thread):
+            if not sent:                 # the first thread the hook starts: a SIGTERM meets it
+                sent.append(1)
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(100_000):    # the handler runs here, inside the hook
+                    pass
+            start(thread)
+
+        threading.Thread.start = start_after_a_sigterm
+
+        class Thing:
+            pass
+
+        def callback(_ref):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100_000):
+                pass
+
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        try:
+            del thing
+            print("swallowed", flush=True)
+            for _ in range(100):
+                time.sleep(0.05)
+            print("ran on")
+        except Terminated:
+            print("stopped")
+    """)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.splitlines() == ["swallowed", "stopped"], (result.stdout, result.stderr)
+    assert "Exception ignored" not in result.stderr, result.stderr
