@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from atomic_io import WriteError, write_json
 from engine.errors import JobInterrupted
+from engine.preemption import JobSignals, Terminated
 
 # step outcomes in the ledger
 DONE, SKIPPED, FAILED, BLOCKED, PENDING = "done", "skipped", "failed", "blocked", "pending"
@@ -38,10 +38,6 @@ class Outcome:
     status: str = PENDING
     detail: str = ""
     seconds: float = 0.0
-
-
-class _Stop(Exception):
-    """SIGTERM reached the runner."""
 
 
 def clock(seconds: float) -> str:
@@ -123,7 +119,7 @@ class JobPool:
             if unknown:
                 raise ValueError(f"step {s.name} needs unknown steps {unknown}")
         running: dict[int, tuple[subprocess.Popen, object, float]] = {}
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        signals = JobSignals()   # SIGTERM raises Terminated, and a swallowed one is sent again
         self.start = time.monotonic()
         try:
             while True:
@@ -135,20 +131,17 @@ class JobPool:
                 if not running:
                     break        # nothing runs and nothing can start: every step has ended
                 self._reap_one(steps, running)
-        except (KeyboardInterrupt, _Stop) as exc:
-            by, status = ("SIGTERM", 143) if isinstance(exc, _Stop) else ("Ctrl-C", 130)
+        except KeyboardInterrupt as exc:
+            by, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
             self._end_all(running, ctrl_c=by == "Ctrl-C")
             self._write_ledger(steps)
             raise JobInterrupted(f"stopped by {by}; the running commands were ended; finished "
                                  "runs are kept: rerun the same command to continue",
                                  status) from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signals.restore()
         self._write_ledger(steps)
         return self.outcomes
-
-    def _on_sigterm(self, signum, frame) -> None:
-        raise _Stop()
 
     def _block_failed(self, steps, by_name) -> None:
         """Mark pending steps whose needs failed or were blocked (transitively, in plan order)."""

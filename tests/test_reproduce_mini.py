@@ -209,6 +209,63 @@ def test_job_pool_side_by_side_failures_and_ledger(tmp_path):
     assert sum(") finished " in line for line in lines) == 3
 
 
+@pytest.mark.parametrize("where", ["while a command runs", "inside a weakref callback"])
+def test_job_pool_sigterm_ends_the_running_commands_and_writes_the_ledger(tmp_path, where):
+    """SIGTERM to the runner: the running command is ended, the ledger written, JobInterrupted
+    with status 143, and the runner's SIGTERM handling put back afterwards. A SIGTERM whose handler
+    runs inside a weakref callback is swallowed by Python ("Exception ignored"); the runner's own
+    handler used to lose it and run on, engine.preemption.JobSignals sends it again."""
+    import signal
+    import threading
+    import time
+    import weakref
+    jp, mp = script_module("job_pool"), script_module("mini_plan")
+    from engine.errors import JobInterrupted
+    started = tmp_path / "started"
+    steps = [mp.Step("long", "pretrain", [sys.executable, "-c",
+                                          f"import pathlib, time; pathlib.Path({str(started)!r})"
+                                          ".touch(); time.sleep(60)"]),
+             mp.Step("next", "linear", ["true"], needs=("long",))]
+
+    class Thing:
+        pass
+
+    def sigterm_inside_a_weakref_callback(step):
+        def callback(_ref):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100_000):    # the handler runs here, inside the callback
+                pass
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing                       # runs the callback
+        assert ref() is None
+        return False, ""
+
+    def terminate_once_started():
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    swallowing = where == "inside a weakref callback"
+    pool = jp.JobPool(1, tmp_path / "logs", tmp_path / "ledger.json",
+                      check_done=(sigterm_inside_a_weakref_callback if swallowing
+                                  else lambda s: (False, "")),
+                      print_line=lambda line: None)
+    handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    killer = threading.Thread(target=terminate_once_started, daemon=True)
+    t0 = time.monotonic()
+    if not swallowing:
+        killer.start()
+    with pytest.raises(JobInterrupted, match="stopped by SIGTERM") as info:
+        pool.run(steps)
+    assert info.value.status == 143 and time.monotonic() - t0 < 30
+    assert signal.getsignal(signal.SIGTERM) is handler and sys.unraisablehook is hook
+    ledger = {s["name"]: s["status"]
+              for s in json.loads((tmp_path / "ledger.json").read_text())["steps"]}
+    assert ledger["long"] != "done" and ledger["next"] != "done", ledger
+
+
 def test_job_pool_eta_ignores_steps_that_ended_at_once(tmp_path):
     """A restart finds the data in place and a pretraining at its end: those steps end at once
     (0.2 s; 15 s of a 10-minute estimate, seen on a real restart). The ETA's speed comes from the
