@@ -464,10 +464,12 @@ def checkpoint_recipe(checkpoint: str) -> dict | None:
     return _RECIPES[sha]
 
 
-def provenance_differences(a: dict, b: dict, ignore: tuple[str, ...] = ("seed",)) -> list[str]:
+def provenance_differences(a: dict, b: dict, ignore: tuple[str, ...] = ("seed",),
+                           ignore_config: tuple[str, ...] = ()) -> list[str]:
     """What differs between two provenance records, as 'key: A vs B' texts (config keys by name).
     With "seed" ignored, two checkpoints of one recipe (checkpoint_recipe) that differ only in
-    their seed count as the same: seed replicates of pretraining and evaluation."""
+    their seed count as the same: seed replicates of pretraining and evaluation. ``ignore_config``
+    names config keys (dotted, e.g. "data.split") left out of the comparison."""
     out = []
     for key in ("checkpoint_sha256", "seed", "split_files"):
         if key == "checkpoint_sha256" and "seed" in ignore and a.get(key) != b.get(key):
@@ -479,7 +481,7 @@ def provenance_differences(a: dict, b: dict, ignore: tuple[str, ...] = ("seed",)
     ca, cb = a.get("config") or {}, b.get("config") or {}
     flat_a, flat_b = _flatten(ca), _flatten(cb)
     for key in sorted(set(flat_a) | set(flat_b)):
-        if flat_a.get(key) != flat_b.get(key):
+        if key not in ignore_config and flat_a.get(key) != flat_b.get(key):
             out.append(f"config {key}: {flat_a.get(key)!r} vs {flat_b.get(key)!r}")
     return out
 

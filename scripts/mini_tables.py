@@ -17,6 +17,9 @@ A cell is the mean ± sample std over the runs it pools: the seeds, and for TCLR
 the main and retrieval tables also splits 1-3 (the paper averages the splits). Runs pooled as
 seeds must differ in nothing but the seed (same checkpoint recipe, protocol config and split
 files, engine.metrics.differences_besides_seed): mixed provenance is refused with the runs named.
+Runs set side by side are checked too (check_across_cells): every evaluation of one pretraining
+and seed must use one checkpoint, and one protocol (job, data, label fraction) must have the same
+config for every pretraining and, besides the split, on every split.
 """
 
 from __future__ import annotations
@@ -113,6 +116,52 @@ def group_cells(results: list[dict]) -> dict[tuple, list[dict]]:
                 f"differ in more than the seed, so they are not pooled: {'; '.join(differ[:3])}. "
                 "Rerun the mini plan into this folder (it reruns stale runs), or remove them")
     return cells
+
+
+def check_across_cells(cells: dict[tuple, list[dict]]) -> None:
+    """Refuse runs that the tables would set side by side but that do not measure alike.
+
+    - One backbone per pretraining and seed: every evaluation of INIT seedS names the same
+      checkpoint (sha256). A pretraining rerun whose evaluations only partly reran would otherwise
+      put two backbones in one row.
+    - One protocol per column: the runs of one job on one data role and label fraction have the
+      same protocol config and split files, whatever the pretraining, and on every split besides
+      the split itself (the rows differ in the backbone only; TCLR pools splits 1-3).
+
+    Runs without a provenance record are left to group_cells' field checks.
+
+    Raises:
+        MiniTablesError: naming the two runs and what differs.
+    """
+    from engine.rundir import provenance_differences
+    runs = [r for group in cells.values() for r in group if isinstance(r.get("provenance"), dict)]
+    backbones: dict[tuple, dict] = {}
+    for r in runs:
+        first = backbones.setdefault((r["mini_init"], r.get("seed")), r)
+        sha_a = first["provenance"].get("checkpoint_sha256")
+        sha_b = r["provenance"].get("checkpoint_sha256")
+        if sha_a != sha_b:
+            raise MiniTablesError(
+                f"the evaluations of {INITS[r['mini_init']]} seed {r.get('seed')} use two "
+                f"checkpoints: {str(sha_a)[:12]} ({first.get('run_dir', '?')}) vs "
+                f"{str(sha_b)[:12]} ({r.get('run_dir', '?')}); the pretraining changed after some "
+                "of them ran. Rerun the mini plan into this folder (it reruns stale runs), or "
+                "remove them")
+    columns: dict[tuple, dict] = {}
+    for r in runs:
+        key = (r["mini_role"], r["job"], float(r.get("label_fraction", 1.0)))
+        first = columns.setdefault(key, r)
+        same_split = int(first.get("split", 1)) == int(r.get("split", 1))
+        differ = provenance_differences(
+            first["provenance"], r["provenance"], ignore=("seed", "checkpoint_sha256")
+            + (() if same_split else ("split_files",)),
+            ignore_config=() if same_split else ("data.split",))
+        if differ:
+            raise MiniTablesError(
+                f"the {key[1]} runs on {key[0]} (labels {key[2]:g}) do not share one protocol: "
+                f"{'; '.join(differ[:3])} ({first.get('run_dir', '?')} vs "
+                f"{r.get('run_dir', '?')}). Rerun the mini plan into this folder (it reruns "
+                "stale runs), or remove them")
 
 
 def pooled(cells: dict, init: str, role: str, job: str, metric: str,
@@ -232,10 +281,11 @@ def render_mini(eval_dir: str | Path) -> str:
     """The Markdown document of the five tables and the per-seed listing.
 
     Raises:
-        MiniTablesError: see read_mini_results and group_cells.
+        MiniTablesError: see read_mini_results, group_cells and check_across_cells.
     """
     results = read_mini_results(eval_dir)
     cells = group_cells(results)
+    check_across_cells(cells)
     parts = ["# TCLR reproduction at the mini scale: measured (mini) and published results", "",
              WARNING, ""]
     for block in (main_table, ablation_table, limited_labels_table, retrieval_table,

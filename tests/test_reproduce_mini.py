@@ -326,11 +326,18 @@ def test_label_fraction_is_in_the_planned_provenance():
 # --------------------------------------------------------------------------------------------
 
 def hand_result(job: str, dataset: str, split: int, seed: int, value: float,
-                fraction: float = 1.0, config: str = "c") -> dict:
+                fraction: float = 1.0, config: str = "c", init: str = "random",
+                checkpoint: str | None = None) -> dict:
+    """A results.json as a job writes it; a pretrained init's runs of one seed name one
+    checkpoint (one per seed, of one recipe) unless ``checkpoint`` says another."""
+    recipe = None if init == "random" else {"kind": "pretrain", "config_sha256": init,
+                                            "seed": seed}
+    checkpoint = checkpoint or ("random" if init == "random" else f"{init}{seed}".ljust(64, "0"))
     r = {"job": job, "dataset": dataset, "split": split, "seed": seed, "label_fraction": fraction,
          "protocol": f"{job} seed {seed}",
-         "provenance": {"checkpoint_sha256": "random", "checkpoint_recipe": None, "seed": seed,
-                        "config_sha256": config, "config": {"x": config}, "split_files": {}}}
+         "provenance": {"checkpoint_sha256": checkpoint, "checkpoint_recipe": recipe, "seed": seed,
+                        "config_sha256": config, "config": {"x": config, "data": {"split": split}},
+                        "split_files": {f"testlist0{split}.txt": f"sha{split}"}}}
     if job == "retrieval":
         r.update({f"recall@{k}": value + k / 10 for k in (1, 5, 10, 20, 50)})
     else:
@@ -353,20 +360,20 @@ def mini_eval(tmp_path) -> Path:
         for seed in (0, 1, 2):
             for job in ("linear", "finetune", "retrieval"):
                 write_result(root, init, seed, "ucf101", job, 1,
-                             hand_result(job, "synthetic", 1, seed, base + seed))
+                             hand_result(job, "synthetic", 1, seed, base + seed, init=init))
             for f in (0.1, 0.5):
                 write_result(root, init, seed, "ucf101", f"finetune_labels{round(100 * f)}", 1,
-                             hand_result("finetune", "synthetic", 1, seed, base * f + seed, f))
+                             hand_result("finetune", "synthetic", 1, seed, base * f + seed, f, init=init))
             if init == "tclr":
                 for split in (2, 3):
                     for job in ("linear", "finetune", "retrieval"):
                         write_result(root, init, seed, "ucf101", job, split,
                                      hand_result(job, "synthetic", split, seed,
-                                                 base + 3 * split + seed))
+                                                 base + 3 * split + seed, init=init))
             if init in ("random", "tclr"):
                 for job in ("linear", "finetune", "retrieval"):
                     write_result(root, init, seed, "hmdb51", job, 1,
-                                 hand_result(job, "hmdb51", 1, seed, base / 2 + seed))
+                                 hand_result(job, "hmdb51", 1, seed, base / 2 + seed, init=init))
     return root
 
 
@@ -427,6 +434,41 @@ def test_mini_tables_refuse_mixed_provenance_and_foreign_results(mini_eval, tmp_
     assert status == 2 and "'nope', not one of random, ic_only" in err
     status, _, err = make_tables("--mini", tmp_path / "missing")
     assert status == 2 and "is not a folder" in err
+
+
+def test_mini_tables_refuse_runs_side_by_side_that_do_not_measure_alike(mini_eval):
+    assert make_tables("--mini", mini_eval)[0] == 0   # splits 1-3 pooled: split and its files differ
+    # a pretraining rerun whose evaluations only partly reran: two backbones in one row
+    finetune = mini_eval / "tclr" / "seed0" / "ucf101" / "finetune" / "split1" / "results.json"
+    original = finetune.read_text()
+    finetune.write_text(json.dumps(hand_result("finetune", "synthetic", 1, 0, 50.0,
+                                               init="tclr", checkpoint="f" * 64)))
+    status, _, err = make_tables("--mini", mini_eval)
+    assert status == 2 and "evaluations of TCLR (IC + LL + GL) seed 0 use two checkpoints" in err
+    assert "ffffffffffff" in err and "finetune/split1" in err
+    finetune.write_text(original)
+    # random init's linear probe run with another protocol config on every seed: each cell is
+    # consistent, but the column compares two protocols
+    for seed in (0, 1, 2):
+        (mini_eval / "random" / f"seed{seed}" / "ucf101" / "linear" / "split1"
+         / "results.json").write_text(json.dumps(
+             hand_result("linear", "synthetic", 1, seed, 10.0 + seed, config="lr 0.1")))
+    status, _, err = make_tables("--mini", mini_eval)
+    assert status == 2 and "the linear runs on ucf101 (labels 1) do not share one protocol" in err
+    assert "config x: 'c' vs 'lr 0.1'" in err
+    for seed in (0, 1, 2):
+        (mini_eval / "random" / f"seed{seed}" / "ucf101" / "linear" / "split1"
+         / "results.json").write_text(json.dumps(
+             hand_result("linear", "synthetic", 1, seed, 10.0 + seed)))
+    # TCLR's split-3 runs with another config besides the split
+    for seed in (0, 1, 2):
+        (mini_eval / "tclr" / f"seed{seed}" / "ucf101" / "retrieval" / "split3"
+         / "results.json").write_text(json.dumps(
+             hand_result("retrieval", "synthetic", 3, seed, 60.0, config="k 5",
+                         init="tclr")))
+    status, _, err = make_tables("--mini", mini_eval)
+    assert status == 2 and "the retrieval runs on ucf101 (labels 1) do not share one" in err
+    assert "data.split" not in err and "split_files" not in err
 
 
 # --------------------------------------------------------------------------------------------
