@@ -124,28 +124,11 @@ def test_sigterm_swallowed_in_a_weakref_callback_is_sent_again(handling):
     install = ("signals = JobSignals()" if handling == "JobSignals"
                else "signal.signal(signal.SIGTERM, on_sigterm)")
     result = _run_snippet(f"""
-        import os, signal, time, weakref
-        from engine.preemption import JobSignals, Terminated, on_sigterm
+        import signal
+        from engine.preemption import JobSignals, on_sigterm
+        from tests.signal_helpers import swallowed_sigterm_stops
         {install}
-
-        class Thing:
-            pass
-
-        def callback(_ref):
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(100_000):    # the handler runs here, inside the callback
-                pass
-
-        thing = Thing()
-        ref = weakref.ref(thing, callback)
-        try:
-            del thing                    # runs the callback
-            print("swallowed", flush=True)
-            for _ in range(100):
-                time.sleep(0.05)
-            print("ran on")
-        except Terminated:
-            print("stopped")
+        swallowed_sigterm_stops()
     """)
     assert result.returncode == 0, (result.returncode, result.stderr)
     if handling == "JobSignals":
@@ -163,8 +146,9 @@ def test_a_signal_arriving_while_the_resend_is_set_up_is_not_lost():
     with no hook to report to, and the resend was lost with it. Now the hook notes signals and
     its resend waits until the hook has returned."""
     result = _run_snippet("""
-        import os, signal, threading, time, weakref
-        from engine.preemption import JobSignals, Terminated
+        import os, signal, threading
+        from engine.preemption import JobSignals
+        from tests.signal_helpers import spin, swallowed_sigterm_stops
         signals = JobSignals()
         start = threading.Thread.start
         sent = []
@@ -173,30 +157,11 @@ def test_a_signal_arriving_while_the_resend_is_set_up_is_not_lost():
             if not sent:                 # the first thread the hook starts: a SIGTERM meets it
                 sent.append(1)
                 os.kill(os.getpid(), signal.SIGTERM)
-                for _ in range(100_000):    # the handler runs here, inside the hook
-                    pass
+                spin()                   # the handler runs here, inside the hook
             start(thread)
 
         threading.Thread.start = start_after_a_sigterm
-
-        class Thing:
-            pass
-
-        def callback(_ref):
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(100_000):
-                pass
-
-        thing = Thing()
-        ref = weakref.ref(thing, callback)
-        try:
-            del thing
-            print("swallowed", flush=True)
-            for _ in range(100):
-                time.sleep(0.05)
-            print("ran on")
-        except Terminated:
-            print("stopped")
+        swallowed_sigterm_stops()
     """)
     assert result.returncode == 0, (result.returncode, result.stderr)
     assert result.stdout.splitlines() == ["swallowed", "stopped"], (result.stdout, result.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.signal_helpers import signal_inside_a_weakref_callback
 from tests.test_workflow import make_tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +219,6 @@ def test_job_pool_sigterm_ends_the_running_commands_and_writes_the_ledger(tmp_pa
     import signal
     import threading
     import time
-    import weakref
     jp, mp = script_module("job_pool"), script_module("mini_plan")
     from engine.errors import JobInterrupted
     started = tmp_path / "started"
@@ -227,18 +227,8 @@ def test_job_pool_sigterm_ends_the_running_commands_and_writes_the_ledger(tmp_pa
                                           ".touch(); time.sleep(60)"]),
              mp.Step("next", "linear", ["true"], needs=("long",))]
 
-    class Thing:
-        pass
-
     def sigterm_inside_a_weakref_callback(step):
-        def callback(_ref):
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(100_000):    # the handler runs here, inside the callback
-                pass
-        thing = Thing()
-        ref = weakref.ref(thing, callback)
-        del thing                       # runs the callback
-        assert ref() is None
+        signal_inside_a_weakref_callback(signal.SIGTERM)
         return False, ""
 
     def terminate_once_started():
